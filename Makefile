@@ -1,0 +1,101 @@
+# moonhive — build, run, test, bench, sanitize, deps, install.
+#
+# `make` builds ./moonhive; `make run` and `make test` first install any missing
+# Debian packages (scripts/deps.sh), so a fresh Debian 12 machine needs nothing else.
+
+PREFIX    ?= /usr/local
+CC        ?= cc
+BUILD     ?= build/release
+PKGS      := lua5.4 libuv libcurl readline
+VERSION   := 0.1.0
+
+WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+             -Wwrite-strings -Werror
+CFLAGS    ?= -O2 -g
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -DMH_VERSION='"$(VERSION)"' $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
+             -MMD -MP -Ihost $(shell pkg-config --cflags-only-I $(PKGS) 2>/dev/null)
+LDLIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm -lutil
+
+ifeq ($(SANITIZE),1)
+BUILD        := build/sanitize
+EXTRA_CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -DMH_STACK_CHECKS
+LDFLAGS      += -fsanitize=address,undefined
+endif
+ifeq ($(DEBUG),1)
+EXTRA_CFLAGS += -DMH_STACK_CHECKS
+endif
+
+HOST_SRC  := $(wildcard host/*.c)
+HOST_OBJ  := $(HOST_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ   := $(filter-out $(BUILD)/host/main.o,$(HOST_OBJ))
+LIB       := $(BUILD)/libmoonhive.a
+BIN       := $(BUILD)/moonhive
+
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+TOOL_SRC  := $(wildcard tests/tools/*.c)
+TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all deps run test sanitize bench install clean test-build
+
+all: deps-check moonhive
+
+moonhive: $(BIN)
+ifneq ($(SANITIZE),1)
+	@cp $(BIN) moonhive
+endif
+
+$(BIN): $(BUILD)/host/main.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) -lcmocka
+
+$(BUILD)/tools/%: tests/tools/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS) -lcmocka
+
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+deps:
+	@scripts/deps.sh install
+
+deps-check:
+	@scripts/deps.sh check-or-install
+
+test-build: deps-check $(BIN) $(UNIT_BIN) $(TOOL_BIN)
+
+run: all
+	./moonhive run examples/tour.lua
+
+test: test-build
+	@BUILD=$(BUILD) tests/run.sh
+
+sanitize:
+	@$(MAKE) --no-print-directory SANITIZE=1 test
+
+bench: deps-check $(BIN) $(TOOL_BIN) $(BENCH_BIN)
+	@BUILD=$(BUILD) bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/moonhive/stdlib
+	install -m 755 moonhive $(DESTDIR)$(PREFIX)/bin/moonhive
+	cp -R stdlib/. $(DESTDIR)$(PREFIX)/share/moonhive/stdlib/
+
+clean:
+	rm -rf build moonhive
+
+-include $(HOST_OBJ:.o=.d)

@@ -1,0 +1,21 @@
+/* cli.h — the command-line commands and what they share. */
+#ifndef MH_CLI_H
+#define MH_CLI_H
+
+#include "config.h"
+
+/* Parses a limit option at argv[*i] (--memory-limit, --cpu-limit, --deadline,
+ * with "=VALUE" or a separate value). Returns 1 when consumed (advancing *i),
+ * 0 when argv[*i] is not one, -1 after printing an error. */
+int mh_cli_limit_option(int argc, char **argv, int *i, mh_limits *limits);
+/* Fills limits from defaults and the environment; -1 after printing an error. */
+int mh_cli_limits_init(mh_limits *limits);
+int mh_cli_wants_help(const char *arg);
+
+int mh_cmd_run(int argc, char **argv);
+int mh_cmd_eval(int argc, char **argv);
+int mh_cmd_repl(int argc, char **argv);
+
+extern const char mh_help_run[], mh_help_eval[], mh_help_repl[];
+
+#endif

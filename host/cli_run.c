@@ -1,0 +1,216 @@
+/* cli_run.c — `moonhive run FILE.lua [ARGS...]` and `moonhive eval 'CODE'`,
+ * plus the limit options every command shares.
+ *
+ * Both create a host and one sandbox, start a single run, turn the loop until
+ * it ends, and report: results (eval) on stdout, errors with their traceback
+ * on stderr, exit status 0 or 1. */
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "cli.h"
+#include "evaluate.h"
+#include "host.h"
+#include "scheduler.h"
+#include "vm.h"
+
+#define LIMIT_HELP \
+  "  --memory-limit SIZE   memory cap of the sandbox (default 64M)\n" \
+  "  --cpu-limit DURATION  CPU budget of the run (default 10s; 0 = none)\n" \
+  "  --deadline DURATION   wall-clock deadline of the run (default 30s; 0 = none)\n"
+
+const char mh_help_run[] =
+  "usage: moonhive run [OPTIONS] FILE.lua [ARGS...]\n"
+  "\n"
+  "Runs FILE.lua in a sandbox. The script sees ARGS as the table `arg`\n"
+  "(arg[0] is the file) and as `...`. Exit status 0 on success; on an error the\n"
+  "message and a traceback go to stderr and the status is 1.\n"
+  "\noptions:\n" LIMIT_HELP;
+
+const char mh_help_eval[] =
+  "usage: moonhive eval [OPTIONS] 'CODE'\n"
+  "\n"
+  "Evaluates CODE (an expression or statements) in a sandbox and prints what it\n"
+  "returns, one line, values separated by tabs. Errors go to stderr, exit 1.\n"
+  "\noptions:\n" LIMIT_HELP;
+
+int mh_cli_limits_init(mh_limits *limits) {
+  char err[256];
+  mh_limits_default(limits);
+  if (mh_limits_from_env(limits, err, sizeof err) != 0) {
+    fprintf(stderr, "moonhive: %s\n", err);
+    return -1;
+  }
+  return 0;
+}
+
+int mh_cli_limit_option(int argc, char **argv, int *i, mh_limits *limits) {
+  static const struct { const char *name; int is_size; } opts[] = {
+    {"--memory-limit", 1}, {"--cpu-limit", 0}, {"--deadline", 0}};
+  const char *arg = argv[*i];
+  for (size_t o = 0; o < sizeof opts / sizeof opts[0]; o++) {
+    size_t n = strlen(opts[o].name);
+    if (strncmp(arg, opts[o].name, n) != 0 || (arg[n] != '\0' && arg[n] != '=')) continue;
+    const char *value = arg[n] == '=' ? arg + n + 1 : (*i + 1 < argc ? argv[++*i] : NULL);
+    int bad = value == NULL;
+    if (!bad && opts[o].is_size) bad = mh_parse_size(value, &limits->memory) != 0;
+    else if (!bad && o == 1) bad = mh_parse_duration(value, &limits->cpu_ns) != 0;
+    else if (!bad) bad = mh_parse_duration(value, &limits->deadline_ns) != 0;
+    if (bad) {
+      fprintf(stderr, "moonhive: %s needs a %s (examples: %s)\n", opts[o].name,
+              opts[o].is_size ? "size" : "duration", opts[o].is_size ? "64M, 512k" : "30s, 250ms");
+      return -1;
+    }
+    (*i)++;
+    return 1;
+  }
+  return 0;
+}
+
+typedef struct outcome {
+  int finished;
+  int exit_code;
+  int print_results;
+} outcome;
+
+static void on_done(mh_run *run, void *ud) {
+  outcome *out = ud;
+  out->finished = 1;
+  if (run->state == MH_RUN_OK) {
+    out->exit_code = 0;
+    if (out->print_results) {
+      size_t len;
+      int n;
+      const char *text = mh_eval_output(run, &len, &n);
+      if (n > 0) {
+        fwrite(text, 1, len, stdout);
+        fputc('\n', stdout);
+      }
+    }
+  } else {
+    out->exit_code = 1;
+    fflush(stdout);
+    fprintf(stderr, "%s\n", run->error ? run->error : "run failed");
+  }
+  fflush(stdout);
+  uv_stop(run->vm->host->loop);
+}
+
+/* Turns the loop until the run has ended, then closes everything. */
+static int finish(mh_host *host, mh_vm *vm, mh_run *run, outcome *out) {
+  if (run == NULL) {
+    fprintf(stderr, "moonhive: cannot start the run: memory limit too small\n");
+    out->exit_code = 1;
+  } else {
+    while (!out->finished) uv_run(host->loop, UV_RUN_DEFAULT);
+  }
+  mh_host_close(host);
+  mh_vm_free(vm);
+  return out->exit_code;
+}
+
+/* Parses leading options; returns the index of the first operand or -1. */
+static int parse_options(int argc, char **argv, mh_limits *limits, const char *help) {
+  if (mh_cli_limits_init(limits) != 0) return -1;
+  int i = 0;
+  while (i < argc && argv[i][0] == '-' && argv[i][1] != '\0') {
+    if (strcmp(argv[i], "--") == 0) return i + 1;
+    int r = mh_cli_limit_option(argc, argv, &i, limits);
+    if (r < 0) return -1;
+    if (r == 0) {
+      fprintf(stderr, "moonhive: unknown option '%s'\n\n%s", argv[i], help);
+      return -1;
+    }
+  }
+  return i;
+}
+
+int mh_cmd_run(int argc, char **argv) {
+  mh_limits limits;
+  int first = parse_options(argc, argv, &limits, mh_help_run);
+  if (first < 0) return 2;
+  if (first >= argc) {
+    fprintf(stderr, "moonhive: run needs a script file\n\n%s", mh_help_run);
+    return 2;
+  }
+  const char *file = argv[first];
+  char *dir_copy = strdup(file);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  mh_host host;
+  mh_host_init(&host, &loop);
+  host.limits = limits;
+  mh_vm *vm = mh_vm_new(&host, &limits, dir_copy ? dirname(dir_copy) : ".");
+  free(dir_copy);
+  if (vm == NULL) {
+    fprintf(stderr, "moonhive: cannot create a sandbox (memory limit too small?)\n");
+    mh_host_close(&host);
+    uv_loop_close(&loop);
+    return 1;
+  }
+  lua_State *L = vm->L;
+  outcome out = {0, 1, 0};
+  if (mh_vm_loadfile(L, file, 0) != LUA_OK) {
+    fprintf(stderr, "%s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    mh_host_close(&host);
+    mh_vm_free(vm);
+    uv_loop_close(&loop);
+    return 1;
+  }
+  /* arg = {[0] = file, ARGS...} in the script's environment; ARGS as `...` too */
+  int nargs = argc - first - 1;
+  lua_getupvalue(L, -1, 1);                  /* chunk env */
+  lua_createtable(L, nargs, 1);
+  for (int i = 0; i <= nargs; i++) {
+    lua_pushstring(L, argv[first + i]);
+    lua_rawseti(L, -2, i);
+  }
+  lua_setfield(L, -2, "arg");
+  lua_pop(L, 1);                             /* chunk */
+  for (int i = 1; i <= nargs; i++) lua_pushstring(L, argv[first + i]);
+  mh_run *run = mh_run_start(vm, nargs, on_done, &out);
+  int code = finish(&host, vm, run, &out);
+  uv_loop_close(&loop);
+  return code;
+}
+
+int mh_cmd_eval(int argc, char **argv) {
+  mh_limits limits;
+  int first = parse_options(argc, argv, &limits, mh_help_eval);
+  if (first < 0) return 2;
+  if (first >= argc) {
+    fprintf(stderr, "moonhive: eval needs code to evaluate\n\n%s", mh_help_eval);
+    return 2;
+  }
+  const char *code = argv[first];
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  mh_host host;
+  mh_host_init(&host, &loop);
+  host.limits = limits;
+  mh_vm *vm = mh_vm_new(&host, &limits, ".");
+  if (vm == NULL) {
+    fprintf(stderr, "moonhive: cannot create a sandbox (memory limit too small?)\n");
+    mh_host_close(&host);
+    uv_loop_close(&loop);
+    return 1;
+  }
+  outcome out = {0, 1, 1};
+  int incomplete;
+  if (mh_eval_compile(vm->L, code, strlen(code), "=eval", 0, &incomplete) != LUA_OK) {
+    fprintf(stderr, "%s\n", lua_tostring(vm->L, -1));
+    lua_pop(vm->L, 1);
+    mh_host_close(&host);
+    mh_vm_free(vm);
+    uv_loop_close(&loop);
+    return 1;
+  }
+  mh_run *run = mh_eval_start(vm, on_done, &out);
+  int rc = finish(&host, vm, run, &out);
+  uv_loop_close(&loop);
+  return rc;
+}

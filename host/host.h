@@ -1,0 +1,38 @@
+/* host.h — the process context: the libuv loop, the scheduler's ready queue,
+ * shared subsystems (the HTTP client) and where files live.
+ *
+ * One mh_host per process. Everything that needs the loop finds it here,
+ * reached from a lua_State through its vm (vm.h); there are no globals. */
+#ifndef MH_HOST_H
+#define MH_HOST_H
+
+#include <limits.h>
+#include <signal.h>
+#include <uv.h>
+
+#include "config.h"
+
+struct mh_run;
+struct mh_http;
+
+typedef struct mh_host {
+  uv_loop_t *loop;
+  uv_idle_t ready_idle;               /* drains the ready queue; active only when non-empty */
+  struct mh_run *ready_head, *ready_tail;
+  unsigned long long next_run_id;
+  int live_runs;                      /* runs started and not yet finished */
+  struct mh_http *http;               /* HTTP client, created on first use */
+  volatile sig_atomic_t *interrupt;   /* set by a signal handler (REPL Ctrl-C); may be NULL */
+  mh_limits limits;                   /* defaults for new sandboxes */
+  char stdlib_dir[PATH_MAX];          /* where guarded require finds stdlib/ */
+  char data_dir[PATH_MAX];            /* $MOONHIVE_DATA or ./.moonhive */
+} mh_host;
+
+/* Sets up the loop and finds stdlib/ and the data directory. Returns 0 or -1. */
+int mh_host_init(mh_host *host, uv_loop_t *loop);
+/* Closes every handle the host owns and runs the loop until they are closed. */
+void mh_host_close(mh_host *host);
+/* Creates the data directory if needed; returns 0 or -1 (errno set). */
+int mh_host_ensure_data_dir(mh_host *host);
+
+#endif

@@ -1,0 +1,77 @@
+/* mod_time.c — `require "time"`: sleep on a libuv timer, wall and monotonic
+ * clocks. `sleep` is also a global in every sandbox. */
+#include "mod_time.h"
+
+#include <stdlib.h>
+#include <sys/time.h>
+
+#include <lauxlib.h>
+
+#include "scheduler.h"
+
+typedef struct sleep_op {
+  mh_op op;
+  uv_timer_t timer;
+} sleep_op;
+
+static void sleep_free(uv_handle_t *handle) { free(handle->data); }
+
+/* The one release point of a sleep: detach, stop, close; memory goes in the
+ * close callback. */
+static void sleep_release(mh_op *op) {
+  sleep_op *s = (sleep_op *)op;
+  mh_op_detach(op);
+  uv_timer_stop(&s->timer);
+  uv_close((uv_handle_t *)&s->timer, sleep_free);
+}
+
+static const mh_op_type sleep_type = {"sleep", sleep_release};
+
+static void sleep_fired(uv_timer_t *timer) {
+  sleep_op *s = timer->data;
+  mh_op_wake(&s->op);
+}
+
+/* [-0, +0, v] continuation: the timer fired (or the run broke a limit) */
+static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  sleep_op *s = (sleep_op *)ctx;
+  mh_op_resumed(L, &s->op);
+  sleep_release(&s->op);
+  return 0;
+}
+
+/* sleep(ms) [-1, +0, v] */
+int mh_time_sleep(lua_State *L) {
+  lua_Number ms = luaL_checknumber(L, 1);
+  luaL_argcheck(L, ms >= 0 && ms <= 1e12, 1, "milliseconds between 0 and 1e12 expected");
+  mh_run *run = mh_async_begin(L, "sleep");
+  sleep_op *s = malloc(sizeof *s);
+  if (s == NULL) return luaL_error(L, "sleep: out of memory");
+  uv_timer_init(run->vm->host->loop, &s->timer);
+  s->timer.data = s;
+  mh_op_attach(run, &s->op, &sleep_type);
+  uv_timer_start(&s->timer, sleep_fired, (uint64_t)(ms + 0.5), 0);
+  return mh_op_wait(L, &s->op, sleep_k);
+}
+
+/* time.now() -> seconds since the epoch, with microseconds [-0, +1, -] */
+static int time_now(lua_State *L) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  lua_pushnumber(L, (lua_Number)tv.tv_sec + (lua_Number)tv.tv_usec / 1e6);
+  return 1;
+}
+
+/* time.monotonic() -> milliseconds from an arbitrary start [-0, +1, -] */
+static int time_monotonic(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e6);
+  return 1;
+}
+
+int luaopen_mh_time(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    {"sleep", mh_time_sleep}, {"now", time_now}, {"monotonic", time_monotonic}, {NULL, NULL}};
+  luaL_newlib(L, funcs);
+  return 1;
+}

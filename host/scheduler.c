@@ -1,0 +1,334 @@
+/* scheduler.c — the scheduler: starts runs, owns every lua_resume of a run, links
+ * async operations to runs, enforces deadlines while runs wait, and turns a
+ * run's end into a result or one clear error with a traceback.
+ *
+ * Runs that are ready to continue sit in the host's ready queue; one uv_idle
+ * handle (active only while the queue is non-empty) drains it, so no Lua code
+ * ever runs inside a native callback (curl's, a timer's): callbacks only call
+ * mh_op_wake. */
+#include "scheduler.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "limits_check.h"
+#include "log.h"
+
+const char mh_wait_sentinel = 0;
+
+static const char *const state_names[] = {"ready", "running", "waiting", "ok", "error", "cancelled"};
+
+uintptr_t *mh_thread_flags(lua_State *L) {
+  return (uintptr_t *)lua_getextraspace(L);
+}
+
+mh_run *mh_run_current(lua_State *L) {
+  return mh_vm_of(L)->current;
+}
+
+/* ---- the ready queue ---- */
+
+static void ready_drain(uv_idle_t *idle);
+
+static void ready_push(mh_run *run) {
+  if (run->queued) return;
+  mh_host *host = run->vm->host;
+  run->queued = 1;
+  run->ready_next = NULL;
+  if (host->ready_tail) host->ready_tail->ready_next = run;
+  else host->ready_head = run;
+  host->ready_tail = run;
+  if (!uv_is_active((uv_handle_t *)&host->ready_idle)) uv_idle_start(&host->ready_idle, ready_drain);
+}
+
+void mh_sched_init(mh_host *host) {
+  uv_idle_init(host->loop, &host->ready_idle);
+  host->ready_idle.data = host;
+}
+
+void mh_sched_close(mh_host *host) {
+  uv_idle_stop(&host->ready_idle);
+  uv_close((uv_handle_t *)&host->ready_idle, NULL);
+}
+
+/* ---- limits ---- */
+
+const char *mh_break_message(mh_vm *vm, mh_break reason, char *buf, size_t len) {
+  char amount[32];
+  switch (reason) {
+    case MH_BREAK_MEMORY:
+      mh_format_size(vm->mem_limit, amount, sizeof amount);
+      snprintf(buf, len, "memory limit of %s exceeded", amount);
+      return buf;
+    case MH_BREAK_CPU: return "CPU budget exceeded";
+    case MH_BREAK_DEADLINE:
+      mh_format_duration(vm->limits.deadline_ns, amount, sizeof amount);
+      snprintf(buf, len, "deadline of %s exceeded", amount);
+      return buf;
+    case MH_BREAK_CANCEL: return "run cancelled";
+    default: return "no limit broken";
+  }
+}
+
+int mh_raise_broken(lua_State *L, mh_run *run) {
+  char buf[96];
+  const char *msg = mh_break_message(run->vm, run->broken, buf, sizeof buf);
+  /* Position: the Lua function running (inside a hook, level 0) or, from a
+   * native, its caller. */
+  lua_Debug ar;
+  int level = (lua_getstack(L, 0, &ar) && lua_getinfo(L, "l", &ar) && ar.currentline > 0) ? 0 : 1;
+  luaL_where(L, level);
+  lua_pushstring(L, msg);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
+static void deadline_fired(uv_timer_t *timer) {
+  mh_run *run = timer->data;
+  if (run == NULL) return;
+  if (run->broken == MH_BREAK_NONE) run->broken = MH_BREAK_DEADLINE;
+  if (run->state == MH_RUN_WAITING) ready_push(run);
+}
+
+static void free_handle(uv_handle_t *handle) { free(handle); }
+
+/* ---- starting and ending runs ---- */
+
+/* [-0, +2, m] lua_pcall target: a new thread and its registry ref. */
+static int new_thread_protected(lua_State *L) {
+  lua_newthread(L);
+  lua_pushvalue(L, -1);
+  lua_pushinteger(L, luaL_ref(L, LUA_REGISTRYINDEX));
+  return 2;
+}
+
+mh_run *mh_run_start(mh_vm *vm, int nargs, mh_run_done_fn done, void *ud) {
+  lua_State *L = vm->L;
+  mh_run *run = calloc(1, sizeof *run);
+  lua_pushcfunction(L, new_thread_protected);
+  if (run == NULL || lua_pcall(L, 0, 2, 0) != LUA_OK) {
+    free(run);
+    lua_pop(L, nargs + 2);
+    return NULL;
+  }
+  run->co = lua_tothread(L, -2);
+  run->co_ref = (int)lua_tointeger(L, -1);
+  lua_pop(L, 2);
+  lua_xmove(L, run->co, nargs + 1);
+  *mh_thread_flags(run->co) = MH_THREAD_ROOT;
+  run->vm = vm;
+  run->id = ++vm->host->next_run_id;
+  run->nargs = nargs;
+  run->cpu_budget_ns = vm->limits.cpu_ns;
+  run->done = done;
+  run->done_ud = ud;
+  run->state = MH_RUN_READY;
+  if (vm->limits.deadline_ns) {
+    run->deadline_at_ns = uv_hrtime() + vm->limits.deadline_ns;
+    run->deadline_timer = malloc(sizeof *run->deadline_timer);
+    if (run->deadline_timer) {
+      uv_timer_init(vm->host->loop, run->deadline_timer);
+      run->deadline_timer->data = run;
+      uv_timer_start(run->deadline_timer, deadline_fired, (vm->limits.deadline_ns + 999999) / 1000000, 0);
+    }
+  }
+  vm->host->live_runs++;
+  MH_DEBUG("run %llu start", run->id);
+  ready_push(run);
+  return run;
+}
+
+/* [-0, +1, e] lua_pcall target: (thread, message) -> message with traceback */
+static int traceback_protected(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_traceback(L, co, lua_touserdata(L, 2), 0);
+  return 1;
+}
+
+/* Builds run->error from the error object on top of co's stack. */
+static void describe_error(mh_run *run, int status) {
+  mh_vm *vm = run->vm;
+  lua_State *co = run->co;
+  char buf[128], other[64];
+  const char *msg;
+  if (status == LUA_ERRMEM && run->broken == MH_BREAK_NONE) run->broken = MH_BREAK_MEMORY;
+  if (run->broken == MH_BREAK_MEMORY || (run->broken != MH_BREAK_NONE && lua_type(co, -1) != LUA_TSTRING)) {
+    msg = mh_break_message(vm, run->broken, buf, sizeof buf);
+  } else if (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER) {
+    msg = lua_tostring(co, -1);
+  } else {
+    snprintf(other, sizeof other, "(error object is a %s value)", luaL_typename(co, -1));
+    msg = other;
+  }
+  char *copy = strdup(msg);
+  /* Formatting needs a little memory even when the run hit the cap. */
+  size_t saved_limit = vm->mem_limit;
+  if (saved_limit) vm->mem_limit = vm->mem_used + MH_ERROR_HEADROOM;
+  lua_State *L = vm->L;
+  lua_pushcfunction(L, traceback_protected);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, run->co_ref);
+  lua_pushlightuserdata(L, copy ? copy : (char *)"error");
+  if (lua_pcall(L, 2, 1, 0) == LUA_OK) run->error = strdup(lua_tostring(L, -1));
+  lua_pop(L, 1);
+  vm->mem_limit = saved_limit;
+  if (run->error == NULL) run->error = copy, copy = NULL;
+  free(copy);
+}
+
+static void run_finish(mh_run *run, mh_run_state state) {
+  mh_vm *vm = run->vm;
+  run->state = state;
+  while (run->ops) {
+    mh_op *op = run->ops;
+    MH_DEBUG("run %llu cleanup %s", run->id, op->type->name);
+    op->type->cancel(op);
+    mh_op_detach(op); /* in case cancel left it linked */
+  }
+  run->waiting = NULL;
+  if (run->deadline_timer) {
+    uv_timer_stop(run->deadline_timer);
+    run->deadline_timer->data = NULL;
+    uv_close((uv_handle_t *)run->deadline_timer, free_handle);
+    run->deadline_timer = NULL;
+  }
+  *mh_thread_flags(run->co) = 0;
+  vm->host->live_runs--;
+  MH_DEBUG("run %llu done %s", run->id, state_names[state]);
+  if (run->done) run->done(run, run->done_ud);
+  luaL_unref(vm->L, LUA_REGISTRYINDEX, run->co_ref);
+  run->co_ref = LUA_NOREF;
+  free(run->error);
+  free(run);
+}
+
+static void run_fail(mh_run *run, int status) {
+  describe_error(run, status);
+  run_finish(run, run->broken == MH_BREAK_CANCEL ? MH_RUN_CANCELLED : MH_RUN_ERROR);
+}
+
+static void run_resume(mh_run *run) {
+  mh_vm *vm = run->vm;
+  lua_State *co = run->co;
+  if (run->broken != MH_BREAK_NONE && !run->started) {
+    /* Cancelled before it ever ran. */
+    lua_settop(co, 0);
+    lua_pushstring(co, "run cancelled");
+    run_fail(run, LUA_ERRRUN);
+    return;
+  }
+#ifdef MH_STACK_CHECKS
+  int main_top = lua_gettop(vm->L);
+#endif
+  int nargs = run->nargs, nres = 0;
+  run->nargs = 0;
+  run->started = 1;
+  run->state = MH_RUN_RUNNING;
+  mh_run *outer = vm->current;
+  vm->current = run;
+  MH_DEBUG("run %llu resume", run->id);
+  run->resumed_at_ns = uv_hrtime();
+  int status = lua_resume(co, NULL, nargs, &nres);
+  run->cpu_used_ns += uv_hrtime() - run->resumed_at_ns;
+  vm->current = outer;
+#ifdef MH_STACK_CHECKS
+  assert(lua_gettop(vm->L) == main_top);
+#endif
+  if (status == LUA_YIELD) {
+    int is_wait = nres == 1 && lua_touserdata(co, -1) == &mh_wait_sentinel && run->waiting;
+    lua_pop(co, nres);
+    if (is_wait) {
+      run->state = MH_RUN_WAITING;
+      MH_DEBUG("run %llu yield %s", run->id, run->waiting->type->name);
+      return;
+    }
+    lua_pushliteral(co, "attempt to yield from outside a coroutine (use coroutine.wrap to make one)");
+    run_fail(run, LUA_ERRRUN);
+    return;
+  }
+  if (status == LUA_OK) {
+    run->nres = nres;
+    run_finish(run, MH_RUN_OK);
+    return;
+  }
+  run_fail(run, status);
+}
+
+static void ready_drain(uv_idle_t *idle) {
+  mh_host *host = idle->data;
+  /* Take the current batch; runs made ready meanwhile wait for the next turn. */
+  mh_run *run = host->ready_head;
+  host->ready_head = host->ready_tail = NULL;
+  while (run) {
+    mh_run *next = run->ready_next;
+    run->queued = 0;
+    run->ready_next = NULL;
+    run_resume(run);
+    run = next;
+  }
+  if (host->ready_head == NULL) uv_idle_stop(idle);
+}
+
+void mh_run_cancel(mh_run *run, mh_break reason) {
+  if (run->state >= MH_RUN_OK) return;
+  if (run->broken == MH_BREAK_NONE) run->broken = reason;
+  MH_DEBUG("run %llu cancel", run->id);
+  if (run->state == MH_RUN_WAITING) ready_push(run);
+}
+
+/* ---- async operations ---- */
+
+mh_run *mh_async_begin(lua_State *L, const char *what) {
+  mh_run *run = mh_run_current(L);
+  if (run == NULL) luaL_error(L, "%s can only be called while a script runs", what);
+  mh_vm_check_limits(L);
+  if (!lua_isyieldable(L))
+    luaL_error(L, "%s cannot wait here: it was called from a metamethod, iterator, sort "
+                  "comparator or module body; call it from plain script code", what);
+  return run;
+}
+
+void mh_op_attach(mh_run *run, mh_op *op, const mh_op_type *type) {
+  op->type = type;
+  op->run = run;
+  op->prev = NULL;
+  op->next = run->ops;
+  if (run->ops) run->ops->prev = op;
+  run->ops = op;
+}
+
+void mh_op_detach(mh_op *op) {
+  mh_run *run = op->run;
+  if (run == NULL) return;
+  if (op->prev) op->prev->next = op->next;
+  else run->ops = op->next;
+  if (op->next) op->next->prev = op->prev;
+  if (run->waiting == op) run->waiting = NULL;
+  op->run = NULL;
+  op->prev = op->next = NULL;
+}
+
+int mh_op_wait(lua_State *L, mh_op *op, lua_KFunction k) {
+  op->run->waiting = op;
+  lua_pushlightuserdata(L, (void *)&mh_wait_sentinel);
+  return lua_yieldk(L, 1, (lua_KContext)op, k);
+}
+
+void mh_op_wake(mh_op *op) {
+  mh_run *run = op->run;
+  if (run && run->waiting == op && run->state == MH_RUN_WAITING) ready_push(run);
+}
+
+void mh_op_resumed(lua_State *L, mh_op *op) {
+  mh_run *run = op->run;
+  if (run == NULL) luaL_error(L, "internal error: an async operation resumed after it was released");
+  if (run->waiting == op) run->waiting = NULL;
+  if (run->broken != MH_BREAK_NONE) {
+    op->type->cancel(op);
+    mh_op_detach(op);
+    mh_raise_broken(L, run);
+  }
+}

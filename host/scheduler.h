@@ -1,0 +1,114 @@
+/* scheduler.h — runs and async operations: the one place that resumes coroutines.
+ *
+ * A run is a coroutine of a vm with its own CPU budget and deadline. A native
+ * async call (sleep, http) validates its arguments, calls mh_async_begin,
+ * allocates its operation, links it with mh_op_attach and returns
+ * mh_op_wait(...): the coroutine yields a private sentinel up to the scheduler.
+ * The native's completion calls mh_op_wake; the scheduler later resumes the run
+ * from its ready queue, and the native's continuation first calls
+ * mh_op_resumed (which raises if the run was cancelled or broke a limit while
+ * waiting) and then pushes its results.
+ *
+ * Ownership: the native owns its op's memory. The scheduler owns the link: when
+ * a run ends, every op still attached is cancelled through its type's cancel
+ * hook, which must detach it (mh_op_detach) and guarantee no later callback
+ * touches the run. */
+#ifndef MH_SCHED_H
+#define MH_SCHED_H
+
+#include <lua.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "host.h"
+#include "vm.h"
+
+typedef struct mh_op mh_op;
+typedef struct mh_run mh_run;
+
+typedef struct mh_op_type {
+  const char *name;            /* for log lines and errors: "sleep", "http" */
+  void (*cancel)(mh_op *op);   /* stop the native work and detach; frees later if it must */
+} mh_op_type;
+
+struct mh_op {
+  const mh_op_type *type;
+  mh_run *run;                 /* NULL once detached */
+  mh_op *prev, *next;          /* in run->ops */
+};
+
+typedef enum {
+  MH_RUN_READY, MH_RUN_RUNNING, MH_RUN_WAITING,
+  MH_RUN_OK, MH_RUN_ERROR, MH_RUN_CANCELLED
+} mh_run_state;
+
+typedef enum {
+  MH_BREAK_NONE, MH_BREAK_MEMORY, MH_BREAK_CPU, MH_BREAK_DEADLINE, MH_BREAK_CANCEL
+} mh_break;
+
+typedef void (*mh_run_done_fn)(mh_run *run, void *ud);
+
+struct mh_run {
+  unsigned long long id;
+  mh_vm *vm;
+  lua_State *co;               /* the run's coroutine (a thread of vm->L) */
+  int co_ref;                  /* registry ref keeping co alive; LUA_NOREF once released */
+  mh_run_state state;
+  mh_break broken;             /* the limit this run broke, if any */
+  int nargs;                   /* arguments waiting on co's stack for the first resume */
+  int nres;                    /* results on co's stack once state is MH_RUN_OK */
+  uint64_t cpu_used_ns, resumed_at_ns, cpu_budget_ns, deadline_at_ns;
+  uv_timer_t *deadline_timer;  /* heap memory freed in its close callback */
+  mh_op *ops;                  /* every op attached to this run */
+  mh_op *waiting;              /* the op the coroutine is yielded on */
+  mh_run *ready_next;          /* in host's ready queue */
+  int queued;
+  int started;                 /* resumed at least once */
+  char *error;                 /* message and traceback once state is MH_RUN_ERROR/CANCELLED */
+  mh_run_done_fn done;
+  void *done_ud;
+};
+
+/* [-(nargs+1), +0, m] Starts a run of the function and arguments on top of
+ * vm->L's stack. It first resumes on the next loop turn. `done` is called once
+ * when the run ends (results are on run->co's stack for MH_RUN_OK); the run is
+ * freed right after `done` returns. */
+mh_run *mh_run_start(mh_vm *vm, int nargs, mh_run_done_fn done, void *ud);
+/* Asks a run to stop: it ends with "run cancelled" at its next instruction
+ * or, when waiting, as soon as the loop turns. */
+void mh_run_cancel(mh_run *run, mh_break reason);
+/* The run a coroutine (or a coroutine it resumed) belongs to, or NULL. */
+mh_run *mh_run_current(lua_State *L);
+/* The error message for a broken limit ("CPU budget exceeded", ...). */
+const char *mh_break_message(mh_vm *vm, mh_break reason, char *buf, size_t len);
+/* [-0, +0, v] Raises the run's limit error. */
+int mh_raise_broken(lua_State *L, mh_run *run);
+
+/* For natives. [-0, +0, v] Checks that L may wait (inside a run, yieldable,
+ * no limit broken) and returns the run; raises a clear error naming `what`. */
+mh_run *mh_async_begin(lua_State *L, const char *what);
+/* Links an op to a run (no raising). */
+void mh_op_attach(mh_run *run, mh_op *op, const mh_op_type *type);
+/* Unlinks an op from its run; safe to call twice. */
+void mh_op_detach(mh_op *op);
+/* [-0, +0, -] Yields L until mh_op_wake(op); `k` continues with ctx = op.
+ * Use as `return mh_op_wait(L, op, k);`. */
+int mh_op_wait(lua_State *L, mh_op *op, lua_KFunction k);
+/* Marks an op complete (or progressed): resumes its run if it waits on it. */
+void mh_op_wake(mh_op *op);
+/* [-0, +0, v] Call first in a continuation: raises (after cancelling op) if
+ * the run was cancelled or broke a limit while waiting. */
+void mh_op_resumed(lua_State *L, mh_op *op);
+
+/* The sentinel value natives yield; coroutine wrappers pass it outward. */
+extern const char mh_wait_sentinel;
+/* Thread flags in the lua_State extra space. */
+#define MH_THREAD_ROOT    ((uintptr_t)1)  /* a run's own coroutine */
+#define MH_THREAD_BLOCKED ((uintptr_t)2)  /* waiting on a native op further down */
+uintptr_t *mh_thread_flags(lua_State *L);
+
+/* Installs the idle handle that drains the ready queue. */
+void mh_sched_init(mh_host *host);
+void mh_sched_close(mh_host *host);
+
+#endif

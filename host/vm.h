@@ -1,0 +1,64 @@
+/* vm.h — a sandboxed Lua state.
+ *
+ * A vm is one lua_State with its own allocator (the memory cap), an allow-list
+ * global environment, read-only library tables, a guarded require, and the
+ * count hook that enforces each run's CPU budget and deadline. Every script
+ * loaded into it gets a fresh _ENV whose misses fall through to the shared,
+ * read-only base; reading an undefined global raises. Runs (scheduler.h) are
+ * coroutines of a vm; vm->current is the run executing now. */
+#ifndef MH_VM_H
+#define MH_VM_H
+
+#include <lua.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "host.h"
+
+struct mh_run;
+
+typedef void (*mh_output_fn)(void *ud, const char *s, size_t len);
+
+typedef struct mh_vm {
+  lua_State *L;
+  mh_host *host;
+  size_t mem_used;         /* bytes held through this state's allocator */
+  size_t mem_limit;        /* 0 = no cap */
+  size_t mem_peak;
+  mh_limits limits;        /* per-run limits for runs of this vm */
+  struct mh_run *current;  /* the run executing now, or NULL */
+  char *script_dir;        /* folder of the defining script: guarded require looks here */
+  mh_output_fn print;      /* where print() goes; default stdout */
+  void *print_ud;
+} mh_vm;
+
+/* Count of VM instructions between two limit checks. */
+#define MH_HOOK_COUNT 10000
+
+/* Creates a sandbox. script_dir may be NULL (no local modules). NULL on failure. */
+mh_vm *mh_vm_new(mh_host *host, const mh_limits *limits, const char *script_dir);
+/* Closes the state. No run of this vm may be alive. */
+void mh_vm_free(mh_vm *vm);
+
+/* The vm a state belongs to. */
+mh_vm *mh_vm_of(lua_State *L);
+
+/* [-0, +1, -] Compiles text (never bytecode) as a chunk whose _ENV is the table
+ * at env_idx, or a fresh script environment when env_idx is 0. Pushes the
+ * function and returns LUA_OK, or pushes the message and returns the error. */
+int mh_vm_load(lua_State *L, const char *code, size_t len, const char *chunkname, int env_idx);
+/* [-0, +1, -] Reads and loads a file the same way ("@path" chunk name). */
+int mh_vm_loadfile(lua_State *L, const char *path, int env_idx);
+/* [-0, +1, m] Pushes a fresh script environment. */
+void mh_vm_new_env(lua_State *L);
+
+/* Charges (delta > 0) or refunds bytes held outside the Lua allocator on the
+ * state's behalf (HTTP bodies). Returns 0, or -1 when the charge would break
+ * the cap (nothing is charged then). */
+int mh_vm_charge(mh_vm *vm, ptrdiff_t delta);
+
+/* Extra headroom granted while the host formats an error for a run that hit
+ * the memory cap (message and traceback). */
+#define MH_ERROR_HEADROOM (64 * 1024)
+
+#endif
