@@ -148,13 +148,16 @@ struct load_request {
   const char *chunkname;
 };
 
-/* [-2, +1, e] lua_pcall target: (request, env) -> chunk; raises the message. */
+/* [-2, +2, e] lua_pcall target: (request, env) -> chunk or message, status */
 static int load_protected(lua_State *L) {
   const struct load_request *req = lua_touserdata(L, 1);
-  if (luaL_loadbufferx(L, req->code, req->len, req->chunkname, "t") != LUA_OK) return lua_error(L);
-  lua_pushvalue(L, 2);
-  bind_env(L);
-  return 1;
+  int status = luaL_loadbufferx(L, req->code, req->len, req->chunkname, "t");
+  if (status == LUA_OK) {
+    lua_pushvalue(L, 2);
+    bind_env(L);
+  }
+  lua_pushinteger(L, status);
+  return 2;
 }
 
 /* Runs load_protected so no allocation failure escapes unprotected. */
@@ -165,12 +168,17 @@ static int load_chunk(lua_State *L, const struct load_request *req, int env_idx)
   lua_pushlightuserdata(L, (void *)req);
   if (env_idx) lua_pushvalue(L, env_idx);
   else lua_pushnil(L);
-  int status = lua_pcall(L, 2, 1, 0);
+  int status = lua_pcall(L, 2, 2, 0);
+  if (status == LUA_OK) {
+    status = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  } /* else a failed pcall left one value: the message */
   if (status == LUA_ERRMEM) {
     lua_pop(L, 1);
     char size[32];
     mh_format_size(vm->mem_limit, size, sizeof size);
-    lua_pushfstring(L, "%s: memory limit of %s exceeded while loading", req->chunkname + (req->chunkname[0] == '@'), size);
+    lua_pushfstring(L, "%s: memory limit of %s exceeded while loading",
+                    req->chunkname + (req->chunkname[0] == '@' || req->chunkname[0] == '='), size);
   }
   return status;
 }
