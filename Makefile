@@ -33,6 +33,8 @@ BIN       := $(BUILD)/moonhive
 
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+E2E_SRC   := $(wildcard tests/e2e/test_*.c)
+E2E_BIN   := $(E2E_SRC:tests/e2e/%.c=$(BUILD)/tests/%)
 TOOL_SRC  := $(wildcard tests/tools/*.c)
 TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 BENCH_SRC := $(wildcard bench/*.c)
@@ -62,6 +64,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) -lcmocka
 
+$(BUILD)/tests/%: tests/e2e/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS) -lcmocka
+
 $(BUILD)/tools/%: tests/tools/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS) -lcmocka
@@ -76,7 +82,7 @@ deps:
 deps-check:
 	@scripts/deps.sh check-or-install
 
-test-build: deps-check $(BIN) $(UNIT_BIN) $(TOOL_BIN)
+test-build: deps-check $(BIN) $(UNIT_BIN) $(E2E_BIN) $(TOOL_BIN)
 
 run: all
 	./moonhive run examples/tour.lua
