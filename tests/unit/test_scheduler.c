@@ -1,0 +1,223 @@
+/* test_scheduler.c — runs on one loop: ordering, many concurrent runs,
+ * cancellation (waiting and not yet started), async calls inside script
+ * coroutines, clear errors where a wait is impossible, and tracebacks that
+ * name the script's file:line. Every fixture must close with no handle left. */
+#include "harness.h"
+
+static void test_sleeps_finish_in_time_order(void **state) {
+  (void)state;
+  fixture f;
+  fixture_open(&f, NULL);
+  outcome a, b, c;
+  start_code(&f, "sleep(60) return 'a'", &a);
+  start_code(&f, "sleep(10) return 'b'", &b);
+  start_code(&f, "sleep(35) return 'c'", &c);
+  int order[3], n = 0;
+  outcome *all[3] = {&a, &b, &c};
+  int seen[3] = {0};
+  while (n < 3) {
+    uv_run(&f.loop, UV_RUN_ONCE);
+    for (int i = 0; i < 3; i++)
+      if (all[i]->done && !seen[i]) seen[i] = 1, order[n++] = i;
+  }
+  assert_int_equal(order[0], 1);
+  assert_int_equal(order[1], 2);
+  assert_int_equal(order[2], 0);
+  assert_ok_output(&a, "a");
+  outcome_clear(&a); outcome_clear(&b); outcome_clear(&c);
+  fixture_close(&f);
+}
+
+static void test_thousands_of_concurrent_runs(void **state) {
+  (void)state;
+  enum { N = 2000 };
+  fixture f;
+  fixture_open(&f, NULL);
+  outcome *o = calloc(N, sizeof *o);
+  for (int i = 0; i < N; i++) start_code(&f, "for i = 1, 3 do sleep(5) end return 'done'", &o[i]);
+  assert_int_equal(f.host.live_runs, N);
+  for (int i = 0; i < N; i++) run_until_done(&f, &o[i]);
+  for (int i = 0; i < N; i++) {
+    assert_ok_output(&o[i], "done");
+    outcome_clear(&o[i]);
+  }
+  assert_int_equal(f.host.live_runs, 0);
+  free(o);
+  fixture_close(&f);
+}
+
+static void test_cancel_a_waiting_run(void **state) {
+  (void)state;
+  fixture f;
+  fixture_open(&f, NULL);
+  outcome o;
+  mh_run *run = start_code(&f, "local ok = pcall(sleep, 100000) return 'swallowed'", &o);
+  for (int i = 0; i < 3; i++) uv_run(&f.loop, UV_RUN_NOWAIT);
+  assert_int_equal(run->state, MH_RUN_WAITING);
+  mh_run_cancel(run, MH_BREAK_CANCEL);
+  run_until_done(&f, &o);
+  assert_int_equal(o.state, MH_RUN_CANCELLED);
+  assert_error_contains(&o, "run cancelled");
+  outcome_clear(&o);
+  fixture_close(&f); /* the sleep's timer must be closed */
+}
+
+static void test_cancel_before_start(void **state) {
+  (void)state;
+  fixture f;
+  fixture_open(&f, NULL);
+  outcome o;
+  mh_run *run = start_code(&f, "error('this must never run')", &o);
+  mh_run_cancel(run, MH_BREAK_CANCEL);
+  run_until_done(&f, &o);
+  assert_int_equal(o.state, MH_RUN_CANCELLED);
+  assert_null(strstr(o.error, "never run"));
+  outcome_clear(&o);
+  fixture_close(&f);
+}
+
+static void test_async_inside_script_coroutines(void **state) {
+  (void)state;
+  outcome o;
+  eval_fresh(NULL, "local co = coroutine.wrap(function() sleep(5) return 'inner' end) return co()", &o);
+  assert_ok_output(&o, "inner");
+  outcome_clear(&o);
+  eval_fresh(NULL,
+             "local co = coroutine.create(function(a) sleep(1) local b = coroutine.yield(a + 1) sleep(1) return b * 2 end) "
+             "local _, x = coroutine.resume(co, 1) local _, y = coroutine.resume(co, 10) "
+             "return x, y, coroutine.status(co)", &o);
+  assert_ok_output(&o, "2\t20\tdead");
+  outcome_clear(&o);
+  /* three levels deep, each waiting */
+  eval_fresh(NULL,
+             "local function level(n) if n == 0 then sleep(2) return 0 end "
+             "return coroutine.wrap(function() sleep(1) return 1 + level(n - 1) end)() end "
+             "return level(3)", &o);
+  assert_ok_output(&o, "3");
+  outcome_clear(&o);
+  /* a generator that waits between values */
+  eval_fresh(NULL,
+             "local gen = coroutine.wrap(function() for i = 1, 3 do sleep(1) coroutine.yield(i) end end) "
+             "return gen() + gen() + gen()", &o);
+  assert_ok_output(&o, "6");
+  outcome_clear(&o);
+  /* errors inside a waiting coroutine come back through resume */
+  eval_fresh(NULL,
+             "local co = coroutine.create(function() sleep(1) error('inner failure') end) "
+             "local ok, err = coroutine.resume(co) return ok, err:match('inner failure')", &o);
+  assert_ok_output(&o, "false\tinner failure");
+  outcome_clear(&o);
+}
+
+static void test_where_waiting_is_impossible(void **state) {
+  (void)state;
+  outcome o;
+  eval_fresh(NULL, "local t = {3, 1, 2} table.sort(t, function(a, b) sleep(1) return a < b end)", &o);
+  assert_error_contains(&o, "sleep cannot wait here");
+  outcome_clear(&o);
+  eval_fresh(NULL, "return (('ab'):gsub('.', function(c) sleep(1) return c end))", &o);
+  assert_error_contains(&o, "sleep cannot wait here");
+  outcome_clear(&o);
+  /* a coroutine resumed from a sort comparator cannot pass its wait out */
+  eval_fresh(NULL,
+             "local t = {2, 1} table.sort(t, function(a, b) "
+             "return coroutine.wrap(function() sleep(1) return a < b end)() end)", &o);
+  assert_error_contains(&o, "cannot wait");
+  outcome_clear(&o);
+  /* metamethods called from Lua code may wait */
+  eval_fresh(NULL, "local t = setmetatable({}, {__index = function(_, k) sleep(1) return k .. '!' end}) return t.hi", &o);
+  assert_ok_output(&o, "hi!");
+  outcome_clear(&o);
+}
+
+static void test_blocked_coroutines_are_protected(void **state) {
+  (void)state;
+  fixture f;
+  fixture_open(&f, NULL);
+  /* Two runs sharing one environment: the second tries to resume a
+   * coroutine the first is waiting inside. */
+  lua_State *L = f.vm->L;
+  mh_vm_new_env(L);
+  int env = lua_gettop(L);
+  int incomplete;
+  outcome a, b;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  const char *first = "co = coroutine.create(function() sleep(50) return 'first' end) "
+                      "local ok, v = coroutine.resume(co) return v";
+  const char *second = "sleep(5) local ok, err = coroutine.resume(co) "
+                       "local ok2, err2 = pcall(coroutine.close, co) return ok, err, ok2";
+  assert_int_equal(mh_eval_compile(L, first, strlen(first), "=first", env, &incomplete), LUA_OK);
+  mh_eval_start(f.vm, record_outcome, &a);
+  assert_int_equal(mh_eval_compile(L, second, strlen(second), "=second", env, &incomplete), LUA_OK);
+  mh_eval_start(f.vm, record_outcome, &b);
+  lua_pop(L, 1);
+  run_until_done(&f, &a);
+  run_until_done(&f, &b);
+  assert_ok_output(&a, "first");
+  assert_ok_output(&b, "false\tcannot resume a coroutine that is waiting for an async call\tfalse");
+  outcome_clear(&a);
+  outcome_clear(&b);
+  fixture_close(&f);
+}
+
+static void test_errors_carry_file_and_line(void **state) {
+  (void)state;
+  outcome o;
+  eval_fresh(NULL, "local function inner()\n  error('deep problem')\nend\nlocal function outer() inner() end\nouter()", &o);
+  assert_error_contains(&o, "test:2: deep problem");
+  assert_error_contains(&o, "stack traceback:");
+  assert_error_contains(&o, "test:4:");
+  outcome_clear(&o);
+  eval_fresh(NULL, "sleep(1)\nlocal x = nil\nreturn x.field", &o);
+  assert_error_contains(&o, "test:3: attempt to index a nil value");
+  outcome_clear(&o);
+  eval_fresh(NULL, "return coroutine.wrap(function()\n sleep(1)\n error('in coroutine')\nend)()", &o);
+  assert_error_contains(&o, "test:3: in coroutine");
+  outcome_clear(&o);
+}
+
+static void test_runs_in_several_sandboxes(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  mh_host host;
+  mh_host_init(&host, &loop);
+  mh_vm *vms[3];
+  outcome o[3];
+  for (int i = 0; i < 3; i++) {
+    vms[i] = mh_vm_new(&host, &host.limits, NULL);
+    char code[64];
+    snprintf(code, sizeof code, "sleep(%d) return %d", 30 - i * 10, i);
+    int incomplete;
+    assert_int_equal(mh_eval_compile(vms[i]->L, code, strlen(code), "=t", 0, &incomplete), LUA_OK);
+    memset(&o[i], 0, sizeof o[i]);
+    mh_eval_start(vms[i], record_outcome, &o[i]);
+  }
+  for (int i = 0; i < 3; i++) {
+    while (!o[i].done) uv_run(&loop, UV_RUN_ONCE);
+    char expected[4];
+    snprintf(expected, sizeof expected, "%d", i);
+    assert_ok_output(&o[i], expected);
+    outcome_clear(&o[i]);
+  }
+  mh_host_close(&host);
+  for (int i = 0; i < 3; i++) mh_vm_free(vms[i]);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_sleeps_finish_in_time_order),
+    cmocka_unit_test(test_thousands_of_concurrent_runs),
+    cmocka_unit_test(test_cancel_a_waiting_run),
+    cmocka_unit_test(test_cancel_before_start),
+    cmocka_unit_test(test_async_inside_script_coroutines),
+    cmocka_unit_test(test_where_waiting_is_impossible),
+    cmocka_unit_test(test_blocked_coroutines_are_protected),
+    cmocka_unit_test(test_errors_carry_file_and_line),
+    cmocka_unit_test(test_runs_in_several_sandboxes),
+  };
+  cmocka_set_message_output(CM_OUTPUT_TAP);
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,148 @@
+/* test_units.c — the small host pieces on their own: the SSE parser (fed in
+ * every possible split), size and duration parsing, and value rendering. */
+#include "harness.h"
+
+#include "config.h"
+#include "sse.h"
+
+/* ---- SSE ---- */
+
+static const char stream[] =
+  "\xEF\xBB\xBF: a comment\n"
+  "event: greeting\ndata: first line\ndata: second line\nid: 1\n\n"
+  "data: crlf\r\n\r\n"
+  "data:no space\rretry: 1500\r\r"
+  "event: empty-data-ignored\n\n"
+  "data\n\n"
+  "id: 7\ndata: {\"i\":0}\n\n"
+  "data: unfinished at the end";
+
+static const char *const expected[][3] = {
+  {"greeting", "first line\nsecond line", "1"},
+  {"message", "crlf", "1"},
+  {"message", "no space", "1"},
+  {"message", "", "1"},
+  {"message", "{\"i\":0}", "7"},
+};
+#define NEXPECTED (sizeof expected / sizeof expected[0])
+
+static int feed_all(mh_sse *p, const char *buf, size_t len, char events[][3][64], size_t *n) {
+  while (len > 0) {
+    mh_sse_event ev;
+    int ready;
+    size_t used = mh_sse_feed(p, buf, len, &ev, &ready);
+    if (used == (size_t)-1) return -1;
+    buf += used;
+    len -= used;
+    if (ready) {
+      snprintf(events[*n][0], 64, "%.*s", (int)ev.event_len, ev.event);
+      snprintf(events[*n][1], 64, "%.*s", (int)ev.data_len, ev.data);
+      snprintf(events[*n][2], 64, "%.*s", ev.id ? (int)ev.id_len : 0, ev.id ? ev.id : "");
+      if (*n + 1 < 16) (*n)++;
+      if (*n == 3) assert_int_equal(ev.retry, 1500);
+    }
+  }
+  return 0;
+}
+
+static void test_sse_every_split(void **state) {
+  (void)state;
+  size_t len = sizeof stream - 1;
+  for (size_t a = 0; a <= len; a++) {
+    for (size_t b = a; b <= len; b += 7) {
+      mh_sse p;
+      mh_sse_init(&p, NULL);
+      char events[16][3][64];
+      size_t n = 0;
+      assert_int_equal(feed_all(&p, stream, a, events, &n), 0);
+      assert_int_equal(feed_all(&p, stream + a, b - a, events, &n), 0);
+      assert_int_equal(feed_all(&p, stream + b, len - b, events, &n), 0);
+      if (n != NEXPECTED) fail_msg("split %zu/%zu: %zu events", a, b, n);
+      for (size_t i = 0; i < NEXPECTED; i++)
+        for (int f = 0; f < 3; f++)
+          if (strcmp(events[i][f], expected[i][f]) != 0)
+            fail_msg("split %zu/%zu event %zu field %d: '%s' != '%s'", a, b, i, f, events[i][f], expected[i][f]);
+      mh_sse_free(&p);
+    }
+  }
+}
+
+/* ---- sizes and durations ---- */
+
+static void test_parse_sizes_and_durations(void **state) {
+  (void)state;
+  size_t s;
+  uint64_t d;
+  assert_int_equal(mh_parse_size("64M", &s), 0);
+  assert_int_equal(s, 64u << 20);
+  assert_int_equal(mh_parse_size("512k", &s), 0);
+  assert_int_equal(s, 512u << 10);
+  assert_int_equal(mh_parse_size("1GiB", &s), 0);
+  assert_int_equal(s, 1u << 30);
+  assert_int_equal(mh_parse_size("1000", &s), 0);
+  assert_int_equal(s, 1000);
+  assert_int_equal(mh_parse_size("lots", &s), -1);
+  assert_int_equal(mh_parse_size("-5M", &s), -1);
+  assert_int_equal(mh_parse_size("5X", &s), -1);
+  assert_int_equal(mh_parse_duration("30s", &d), 0);
+  assert_true(d == 30000000000ull);
+  assert_int_equal(mh_parse_duration("250ms", &d), 0);
+  assert_true(d == 250000000ull);
+  assert_int_equal(mh_parse_duration("1.5", &d), 0);
+  assert_true(d == 1500000000ull);
+  assert_int_equal(mh_parse_duration("2m", &d), 0);
+  assert_true(d == 120000000000ull);
+  assert_int_equal(mh_parse_duration("0", &d), 0);
+  assert_true(d == 0);
+  assert_int_equal(mh_parse_duration("soon", &d), -1);
+  assert_int_equal(mh_parse_duration("5 parsecs", &d), -1);
+  char buf[32];
+  mh_format_size(64u << 20, buf, sizeof buf);
+  assert_string_equal(buf, "64 MiB");
+  mh_format_size(1500, buf, sizeof buf);
+  assert_string_equal(buf, "1500 bytes");
+  mh_format_duration(30000000000ull, buf, sizeof buf);
+  assert_string_equal(buf, "30 s");
+  mh_format_duration(300000000ull, buf, sizeof buf);
+  assert_string_equal(buf, "300 ms");
+}
+
+/* ---- rendering ---- */
+
+static const char *const renderings[][2] = {
+  {"return 1, 2.5, 'text', nil, true", "1\t2.5\ttext\tnil\ttrue"},
+  {"return {1, 2, 3}", "{1, 2, 3}"},
+  {"return {}", "{}"},
+  {"return {b = 1, a = 2, [3] = 'x', [1.5] = 0}", "{[1.5] = 0, [3] = \"x\", a = 2, b = 1}"},
+  {"return {['end'] = 1, ['with space'] = 2}", "{[\"end\"] = 1, [\"with space\"] = 2}"},
+  {"return {'q\"uote', 'new\\nline', '\\1'}", "{\"q\\\"uote\", \"new\\nline\", \"\\1\"}"},
+  {"return {1, {2, {3}}}", "{\n  1,\n  {\n    2,\n    {3}\n  }\n}"},
+  {"local t = {} t.self = t return t", "{\n  self = <cycle>\n}"},
+  {"local t = {} for i = 1, 300 do t[i] = i end return select(2, pcall(function() return t end))", NULL},
+  {"return setmetatable({}, {__tostring = function() return 'custom!' end})", "custom!"},
+};
+
+static void test_rendering(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof renderings / sizeof renderings[0]; i++) {
+    outcome o;
+    eval_fresh(NULL, renderings[i][0], &o);
+    if (o.state != MH_RUN_OK) fail_msg("%s: %s", renderings[i][0], o.error);
+    if (renderings[i][1]) {
+      if (strcmp(o.output, renderings[i][1]) != 0) fail_msg("%s:\n got: %s\nwant: %s", renderings[i][0], o.output, renderings[i][1]);
+    } else {
+      assert_non_null(strstr(o.output, "... (100 more)")); /* long tables are cut */
+    }
+    outcome_clear(&o);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_sse_every_split),
+    cmocka_unit_test(test_parse_sizes_and_durations),
+    cmocka_unit_test(test_rendering),
+  };
+  cmocka_set_message_output(CM_OUTPUT_TAP);
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
