@@ -108,6 +108,9 @@ mh_vm *mh_vm_new(mh_host *host, const mh_limits *limits, const char *script_dir)
     return NULL;
   }
   lua_atpanic(vm->L, vm_panic);
+  /* Lua leaves the main thread's extra space uninitialised, and every new
+   * thread copies it: clear the thread flags (scheduler.h) at the source. */
+  *mh_thread_flags(vm->L) = 0;
   /* Threads inherit the hook of the thread that creates them, so every run
    * and every coroutine a script makes is counted. */
   lua_sethook(vm->L, count_hook, LUA_MASKCOUNT, MH_HOOK_COUNT);

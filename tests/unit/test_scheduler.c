@@ -196,7 +196,7 @@ static void test_runs_in_several_sandboxes(void **state) {
   }
   for (int i = 0; i < 3; i++) {
     while (!o[i].done) uv_run(&loop, UV_RUN_ONCE);
-    char expected[4];
+    char expected[16];
     snprintf(expected, sizeof expected, "%d", i);
     assert_ok_output(&o[i], expected);
     outcome_clear(&o[i]);
