@@ -43,6 +43,7 @@ int mh_host_init(mh_host *host, uv_loop_t *loop) {
   memset(host, 0, sizeof *host);
   host->loop = loop;
   mh_limits_default(&host->limits);
+  mh_timers_init(&host->timers, loop);
   mh_sched_init(host);
   find_stdlib(host);
   const char *data = getenv("MOONHIVE_DATA");
@@ -66,6 +67,7 @@ void mh_host_close(mh_host *host) {
     host->http = NULL;
   }
   mh_sched_close(host);
+  mh_timers_close(&host->timers);
   uv_run(host->loop, UV_RUN_DEFAULT);
   /* Anything still open is a bug elsewhere; close it rather than leak. */
   uv_walk(host->loop, close_leftover, NULL);

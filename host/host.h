@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "timers.h"
 
 struct mh_run;
 struct mh_http;
@@ -18,6 +19,7 @@ struct mh_http;
 typedef struct mh_host {
   uv_loop_t *loop;
   uv_idle_t ready_idle;               /* drains the ready queue; active only when non-empty */
+  mh_timers timers;                   /* sleeps and run deadlines, on one uv_timer */
   struct mh_run *ready_head, *ready_tail;
   unsigned long long next_run_id;
   int live_runs;                      /* runs started and not yet finished */

@@ -2,6 +2,7 @@
  * clocks. `sleep` is also a global in every sandbox. */
 #include "mod_time.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <sys/time.h>
 
@@ -11,24 +12,22 @@
 
 typedef struct sleep_op {
   mh_op op;
-  uv_timer_t timer;
+  mh_timer timer;
+  mh_timers *timers;
 } sleep_op;
 
-static void sleep_free(uv_handle_t *handle) { free(handle->data); }
-
-/* The one release point of a sleep: detach, stop, close; memory goes in the
- * close callback. */
+/* The one release point of a sleep: detach, stop, free. */
 static void sleep_release(mh_op *op) {
   sleep_op *s = (sleep_op *)op;
   mh_op_detach(op);
-  uv_timer_stop(&s->timer);
-  uv_close((uv_handle_t *)&s->timer, sleep_free);
+  mh_timer_stop(s->timers, &s->timer);
+  free(s);
 }
 
 static const mh_op_type sleep_type = {"sleep", sleep_release};
 
-static void sleep_fired(uv_timer_t *timer) {
-  sleep_op *s = timer->data;
+static void sleep_fired(mh_timer *timer) {
+  sleep_op *s = (sleep_op *)((char *)timer - offsetof(sleep_op, timer));
   mh_op_wake(&s->op);
 }
 
@@ -36,7 +35,7 @@ static void sleep_fired(uv_timer_t *timer) {
 static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   sleep_op *s = (sleep_op *)ctx;
-  mh_op_resumed(L, &s->op);
+  mh_op_resumed(L, &s->op); /* raises (after releasing s) if the run broke a limit */
   sleep_release(&s->op);
   return 0;
 }
@@ -48,10 +47,13 @@ int mh_time_sleep(lua_State *L) {
   mh_run *run = mh_async_begin(L, "sleep");
   sleep_op *s = malloc(sizeof *s);
   if (s == NULL) return luaL_error(L, "sleep: out of memory");
-  uv_timer_init(run->vm->host->loop, &s->timer);
-  s->timer.data = s;
+  s->timers = &run->vm->host->timers;
+  mh_timer_init(&s->timer, sleep_fired);
+  if (mh_timer_start(s->timers, &s->timer, (uint64_t)(ms + 0.5)) != 0) {
+    free(s);
+    return luaL_error(L, "sleep: out of memory");
+  }
   mh_op_attach(run, &s->op, &sleep_type);
-  uv_timer_start(&s->timer, sleep_fired, (uint64_t)(ms + 0.5), 0);
   return mh_op_wait(L, &s->op, sleep_k);
 }
 

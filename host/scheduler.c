@@ -9,6 +9,7 @@
 #include "scheduler.h"
 
 #include <assert.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,14 +88,11 @@ int mh_raise_broken(lua_State *L, mh_run *run) {
   return lua_error(L);
 }
 
-static void deadline_fired(uv_timer_t *timer) {
-  mh_run *run = timer->data;
-  if (run == NULL) return;
+static void deadline_fired(mh_timer *timer) {
+  mh_run *run = (mh_run *)((char *)timer - offsetof(mh_run, deadline));
   if (run->broken == MH_BREAK_NONE) run->broken = MH_BREAK_DEADLINE;
   if (run->state == MH_RUN_WAITING) ready_push(run);
 }
-
-static void free_handle(uv_handle_t *handle) { free(handle); }
 
 /* ---- starting and ending runs ---- */
 
@@ -127,14 +125,10 @@ mh_run *mh_run_start(mh_vm *vm, int nargs, mh_run_done_fn done, void *ud) {
   run->done = done;
   run->done_ud = ud;
   run->state = MH_RUN_READY;
+  mh_timer_init(&run->deadline, deadline_fired);
   if (vm->limits.deadline_ns) {
     run->deadline_at_ns = uv_hrtime() + vm->limits.deadline_ns;
-    run->deadline_timer = malloc(sizeof *run->deadline_timer);
-    if (run->deadline_timer) {
-      uv_timer_init(vm->host->loop, run->deadline_timer);
-      run->deadline_timer->data = run;
-      uv_timer_start(run->deadline_timer, deadline_fired, (vm->limits.deadline_ns + 999999) / 1000000, 0);
-    }
+    mh_timer_start(&vm->host->timers, &run->deadline, (vm->limits.deadline_ns + 999999) / 1000000);
   }
   vm->host->live_runs++;
   MH_DEBUG("run %llu start", run->id);
@@ -185,16 +179,11 @@ static void run_finish(mh_run *run, mh_run_state state) {
   while (run->ops) {
     mh_op *op = run->ops;
     MH_DEBUG("run %llu cleanup %s", run->id, op->type->name);
-    op->type->cancel(op);
-    mh_op_detach(op); /* in case cancel left it linked */
+    op->type->cancel(op); /* detaches (and may free) op */
+    assert(run->ops != op);
   }
   run->waiting = NULL;
-  if (run->deadline_timer) {
-    uv_timer_stop(run->deadline_timer);
-    run->deadline_timer->data = NULL;
-    uv_close((uv_handle_t *)run->deadline_timer, free_handle);
-    run->deadline_timer = NULL;
-  }
+  mh_timer_stop(&vm->host->timers, &run->deadline);
   *mh_thread_flags(run->co) = 0;
   vm->host->live_runs--;
   MH_DEBUG("run %llu done %s", run->id, state_names[state]);
@@ -327,8 +316,7 @@ void mh_op_resumed(lua_State *L, mh_op *op) {
   if (run == NULL) luaL_error(L, "internal error: an async operation resumed after it was released");
   if (run->waiting == op) run->waiting = NULL;
   if (run->broken != MH_BREAK_NONE) {
-    op->type->cancel(op);
-    mh_op_detach(op);
+    op->type->cancel(op); /* detaches and may free op: do not touch it after */
     mh_raise_broken(L, run);
   }
 }

@@ -28,7 +28,7 @@ typedef struct mh_run mh_run;
 
 typedef struct mh_op_type {
   const char *name;            /* for log lines and errors: "sleep", "http" */
-  void (*cancel)(mh_op *op);   /* stop the native work and detach; frees later if it must */
+  void (*cancel)(mh_op *op);   /* stop the native work and detach (mh_op_detach); may free op */
 } mh_op_type;
 
 struct mh_op {
@@ -58,7 +58,7 @@ struct mh_run {
   int nargs;                   /* arguments waiting on co's stack for the first resume */
   int nres;                    /* results on co's stack once state is MH_RUN_OK */
   uint64_t cpu_used_ns, resumed_at_ns, cpu_budget_ns, deadline_at_ns;
-  uv_timer_t *deadline_timer;  /* heap memory freed in its close callback */
+  mh_timer deadline;           /* in host->timers while the run has a deadline */
   mh_op *ops;                  /* every op attached to this run */
   mh_op *waiting;              /* the op the coroutine is yielded on */
   mh_run *ready_next;          /* in host's ready queue */

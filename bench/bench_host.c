@@ -1,0 +1,276 @@
+/* bench_host.c — the host's figures for `make bench` (issue: host foundation).
+ *
+ *   state     creating a sandbox and loading a small script (median µs)
+ *   memory    an idle sandbox, and one suspended run (bytes, via mallinfo2)
+ *   sleep     10,000 concurrent runs doing sleep(10) ten times: wall time as a
+ *             ratio of the ideal 100 ms, peak RSS per run
+ *   http      keep-alive GETs to a local server through the `http` module
+ *             beside the same libcurl-multi-on-libuv transport driven from
+ *             plain C (no Lua): requests/s, CPU µs per request, the ratio;
+ *             and the curve of CPU per request by concurrency, capped and not
+ *
+ * Usage: bench_host [PORT]   (http figures need the test server on PORT)
+ * Every figure is the median of several repetitions. */
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include <lauxlib.h>
+
+#include "evaluate.h"
+#include "host.h"
+#include "http_client.h"
+#include "scheduler.h"
+#include "vm.h"
+
+#define REPEAT 5
+
+static const char small_script[] =
+  "-- a small agent-like script\n"
+  "local M = {name = 'greeter', model = 'mock/default'}\n"
+  "function M.greet(who)\n"
+  "  return string.format('hello, %s', who)\n"
+  "end\n"
+  "function M.run(input)\n"
+  "  local words = {}\n"
+  "  for w in input:gmatch('%S+') do words[#words + 1] = w end\n"
+  "  return M.greet(table.concat(words, ' '))\n"
+  "end\n"
+  "return M\n";
+
+static double now_us(void) { return (double)uv_hrtime() / 1e3; }
+
+static double cpu_us(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec * 1e6 + (double)ru.ru_utime.tv_usec +
+         (double)ru.ru_stime.tv_sec * 1e6 + (double)ru.ru_stime.tv_usec;
+}
+
+static long rss_kib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kib = 0;
+  while (f && fgets(line, sizeof line, f))
+    if (strncmp(line, "VmRSS:", 6) == 0) kib = strtol(line + 6, NULL, 10);
+  if (f) fclose(f);
+  return kib;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* ---- state creation and memory ---- */
+
+static void bench_state(mh_host *host) {
+  enum { N = 2000 };
+  static double samples[N];
+  for (int i = 0; i < N; i++) {
+    double t0 = now_us();
+    mh_vm *vm = mh_vm_new(host, &host->limits, NULL);
+    mh_vm_load(vm->L, small_script, sizeof small_script - 1, "=bench", 0);
+    samples[i] = now_us() - t0;
+    lua_pop(vm->L, 1);
+    mh_vm_free(vm);
+  }
+  printf("state: create a sandbox + load a small script: median %.1f us (target <= 150)\n", median(samples, N));
+
+  double idle[REPEAT];
+  for (int r = 0; r < REPEAT; r++) {
+    size_t before = mallinfo2().uordblks;
+    mh_vm *vm = mh_vm_new(host, &host->limits, NULL);
+    lua_gc(vm->L, LUA_GCCOLLECT);
+    idle[r] = (double)(mallinfo2().uordblks - before);
+    mh_vm_free(vm);
+  }
+  printf("memory: idle sandbox: %.1f KiB (target <= 64)\n", median(idle, REPEAT) / 1024);
+}
+
+typedef struct counter { int done, failed; } counter;
+
+static void count_done(mh_run *run, void *ud) {
+  counter *c = ud;
+  c->done++;
+  if (run->state != MH_RUN_OK) {
+    if (c->failed++ == 0) fprintf(stderr, "bench: a run failed: %s\n", run->error);
+  }
+}
+
+static void bench_suspended_run(mh_host *host) {
+  enum { N = 10000 };
+  double per_run[REPEAT];
+  for (int r = 0; r < REPEAT; r++) {
+    mh_vm *vm = mh_vm_new(host, &host->limits, NULL);
+    /* One compiled function shared by every run, as runs of one definition are. */
+    mh_vm_load(vm->L, "sleep(1e9)", 10, "=bench", 0);
+    lua_gc(vm->L, LUA_GCCOLLECT);
+    size_t before = mallinfo2().uordblks;
+    counter c = {0, 0};
+    mh_run *runs[N];
+    for (int i = 0; i < N; i++) {
+      lua_pushvalue(vm->L, -1);
+      runs[i] = mh_run_start(vm, 0, count_done, &c);
+    }
+    while (host->ready_head) uv_run(host->loop, UV_RUN_NOWAIT);
+    lua_gc(vm->L, LUA_GCCOLLECT);
+    per_run[r] = (double)(mallinfo2().uordblks - before) / N;
+    for (int i = 0; i < N; i++) mh_run_cancel(runs[i], MH_BREAK_CANCEL);
+    while (c.done < N) uv_run(host->loop, UV_RUN_ONCE);
+    lua_pop(vm->L, 1);
+    mh_vm_free(vm);
+  }
+  printf("memory: suspended run (waiting in sleep): %.0f bytes (target <= 4096)\n", median(per_run, REPEAT));
+}
+
+/* ---- 10,000 runs sleeping ---- */
+
+static void bench_sleepers(mh_host *host) {
+  enum { N = 10000 };
+  double ratio[REPEAT], rss[REPEAT];
+  for (int r = 0; r < REPEAT; r++) {
+    mh_vm *vm = mh_vm_new(host, &host->limits, NULL);
+    long rss0 = rss_kib();
+    counter c = {0, 0};
+    mh_vm_load(vm->L, "for i = 1, 10 do sleep(10) end", 30, "=bench", 0);
+    double t0 = now_us();
+    for (int i = 0; i < N; i++) {
+      lua_pushvalue(vm->L, -1);
+      mh_run_start(vm, 0, count_done, &c);
+    }
+    long peak = 0;
+    while (c.done < N) {
+      uv_run(host->loop, UV_RUN_ONCE);
+      long now = rss_kib();
+      if (now > peak) peak = now;
+    }
+    ratio[r] = (now_us() - t0) / 100000.0;
+    rss[r] = (double)(peak - rss0) * 1024 / N;
+    lua_pop(vm->L, 1);
+    mh_vm_free(vm);
+  }
+  printf("sleep: 10000 runs x sleep(10) x 10: wall %.3f x the ideal 100 ms (target <= 1.2); peak RSS %.0f bytes per run\n",
+         median(ratio, REPEAT), median(rss, REPEAT));
+}
+
+/* ---- HTTP ---- */
+
+typedef struct plain_client {
+  mh_http_transfer xfer;
+  struct mh_http *http;
+  int left;
+  int *finished;
+} plain_client;
+
+static size_t discard(char *p, size_t s, size_t n, void *ud) { (void)p; (void)ud; return s * n; }
+
+static void plain_done(mh_http_transfer *t, CURLcode rc) {
+  plain_client *c = (plain_client *)t;
+  if (rc != CURLE_OK) fprintf(stderr, "bench: plain transfer failed: %s\n", curl_easy_strerror(rc));
+  if (--c->left > 0) mh_http_start(c->http, &c->xfer);
+  else (*c->finished)++;
+}
+
+/* The same transport with no Lua: clients issue `per` sequential GETs. */
+static void plain_http(mh_host *host, const char *url, int clients, int per, double *cpu_per_req, double *rps) {
+  struct mh_http *http = mh_http_client(host);
+  plain_client *cs = calloc((size_t)clients, sizeof *cs);
+  int finished = 0;
+  double c0 = cpu_us(), t0 = now_us();
+  for (int i = 0; i < clients; i++) {
+    cs[i].http = http;
+    cs[i].left = per;
+    cs[i].finished = &finished;
+    cs[i].xfer.done = plain_done;
+    cs[i].xfer.easy = curl_easy_init();
+    curl_easy_setopt(cs[i].xfer.easy, CURLOPT_URL, url);
+    curl_easy_setopt(cs[i].xfer.easy, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(cs[i].xfer.easy, CURLOPT_NOSIGNAL, 1L);
+    mh_http_start(http, &cs[i].xfer);
+  }
+  while (finished < clients) uv_run(host->loop, UV_RUN_ONCE);
+  double wall = now_us() - t0, cpu = cpu_us() - c0;
+  *cpu_per_req = cpu / (clients * per);
+  *rps = clients * per / (wall / 1e6);
+  for (int i = 0; i < clients; i++) curl_easy_cleanup(cs[i].xfer.easy);
+  free(cs);
+}
+
+static void lua_http(mh_host *host, const char *url, int clients, int per, double *cpu_per_req, double *rps) {
+  mh_vm *vm = mh_vm_new(host, &host->limits, NULL);
+  char code[512];
+  snprintf(code, sizeof code,
+           "for i = 1, %d do local r, err = http.get('%s') "
+           "if not r or r.status ~= 200 then error(err or r.status) end end", per, url);
+  mh_vm_load(vm->L, code, strlen(code), "=bench", 0);
+  counter c = {0, 0};
+  double c0 = cpu_us(), t0 = now_us();
+  for (int i = 0; i < clients; i++) {
+    lua_pushvalue(vm->L, -1);
+    mh_run_start(vm, 0, count_done, &c);
+  }
+  while (c.done < clients) uv_run(host->loop, UV_RUN_ONCE);
+  double wall = now_us() - t0, cpu = cpu_us() - c0;
+  *cpu_per_req = cpu / (clients * per);
+  *rps = clients * per / (wall / 1e6);
+  lua_pop(vm->L, 1);
+  mh_vm_free(vm);
+}
+
+static void bench_http(mh_host *host, int port) {
+  char url[128];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/hello", port);
+  double lua_cpu[REPEAT], lua_rps[REPEAT], c_cpu[REPEAT], c_rps[REPEAT], ratio[REPEAT];
+  /* warm the connection cache once */
+  double a, b;
+  plain_http(host, url, 100, 2, &a, &b);
+  for (int r = 0; r < REPEAT; r++) {
+    lua_http(host, url, 1000, 10, &lua_cpu[r], &lua_rps[r]);
+    plain_http(host, url, 1000, 10, &c_cpu[r], &c_rps[r]);
+    ratio[r] = lua_cpu[r] / c_cpu[r];
+  }
+  printf("http: 1000 concurrent keep-alive clients x 10 GETs: http module %.0f req/s, %.1f CPU us/req; "
+         "plain C libcurl-multi %.0f req/s, %.1f CPU us/req; ratio %.2f (target <= 1.3)\n",
+         median(lua_rps, REPEAT), median(lua_cpu, REPEAT), median(c_rps, REPEAT), median(c_cpu, REPEAT),
+         median(ratio, REPEAT));
+
+  printf("http: CPU us per request by concurrency (http module; 64 connections per host vs no cap):\n");
+  static const int conc[] = {100, 500, 1000, 2000, 4000};
+  for (size_t i = 0; i < sizeof conc / sizeof conc[0]; i++) {
+    double capped[3], uncapped[3], rps;
+    for (int r = 0; r < 3; r++) {
+      mh_http_set_host_connections(mh_http_client(host), MH_HTTP_MAX_HOST_CONNECTIONS);
+      lua_http(host, url, conc[i], 5, &capped[r], &rps);
+      mh_http_set_host_connections(mh_http_client(host), 0);
+      lua_http(host, url, conc[i], 5, &uncapped[r], &rps);
+    }
+    printf("  %5d concurrent: capped %6.1f us/req   uncapped %6.1f us/req\n", conc[i],
+           median(capped, 3), median(uncapped, 3));
+  }
+  mh_http_set_host_connections(mh_http_client(host), MH_HTTP_MAX_HOST_CONNECTIONS);
+}
+
+int main(int argc, char **argv) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  mh_host host;
+  mh_host_init(&host, &loop);
+  host.limits.deadline_ns = 0;
+  host.limits.cpu_ns = 0;
+  const char *only = getenv("BENCH_ONLY");
+  if (!only || strstr(only, "state")) bench_state(&host);
+  if (!only || strstr(only, "memory")) bench_suspended_run(&host);
+  if (!only || strstr(only, "sleep")) bench_sleepers(&host);
+  if (argc > 1 && (!only || strstr(only, "http"))) bench_http(&host, atoi(argv[1]));
+  mh_host_close(&host);
+  uv_loop_close(&loop);
+  return 0;
+}
