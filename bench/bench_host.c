@@ -168,6 +168,7 @@ typedef struct plain_client {
   struct mh_http *http;
   int left;
   int *finished;
+  const char *url;
 } plain_client;
 
 static size_t discard(char *p, size_t s, size_t n, void *ud) { (void)p; (void)ud; return s * n; }
@@ -175,7 +176,7 @@ static size_t discard(char *p, size_t s, size_t n, void *ud) { (void)p; (void)ud
 static void plain_done(mh_http_transfer *t, CURLcode rc) {
   plain_client *c = (plain_client *)t;
   if (rc != CURLE_OK) fprintf(stderr, "bench: plain transfer failed: %s\n", curl_easy_strerror(rc));
-  if (--c->left > 0) mh_http_start(c->http, &c->xfer);
+  if (--c->left > 0) mh_http_start(c->http, &c->xfer, c->url);
   else (*c->finished)++;
 }
 
@@ -189,12 +190,13 @@ static void plain_http(mh_host *host, const char *url, int clients, int per, dou
     cs[i].http = http;
     cs[i].left = per;
     cs[i].finished = &finished;
+    cs[i].url = url;
     cs[i].xfer.done = plain_done;
     cs[i].xfer.easy = curl_easy_init();
     curl_easy_setopt(cs[i].xfer.easy, CURLOPT_URL, url);
     curl_easy_setopt(cs[i].xfer.easy, CURLOPT_WRITEFUNCTION, discard);
     curl_easy_setopt(cs[i].xfer.easy, CURLOPT_NOSIGNAL, 1L);
-    mh_http_start(http, &cs[i].xfer);
+    mh_http_start(http, &cs[i].xfer, url);
   }
   while (finished < clients) uv_run(host->loop, UV_RUN_ONCE);
   double wall = now_us() - t0, cpu = cpu_us() - c0;
@@ -242,18 +244,19 @@ static void bench_http(mh_host *host, int port) {
          median(lua_rps, REPEAT), median(lua_cpu, REPEAT), median(c_rps, REPEAT), median(c_cpu, REPEAT),
          median(ratio, REPEAT));
 
-  printf("http: CPU us per request by concurrency (http module; 64 connections per host vs no cap):\n");
+  printf("http: CPU us per request by concurrency (64 connections per host, queueing the rest, vs no cap):\n");
   static const int conc[] = {100, 500, 1000, 2000, 4000};
   for (size_t i = 0; i < sizeof conc / sizeof conc[0]; i++) {
-    double capped[3], uncapped[3], rps;
+    double capped[3], uncapped[3], plain[3], rps;
     for (int r = 0; r < 3; r++) {
       mh_http_set_host_connections(mh_http_client(host), MH_HTTP_MAX_HOST_CONNECTIONS);
       lua_http(host, url, conc[i], 5, &capped[r], &rps);
+      plain_http(host, url, conc[i], 5, &plain[r], &rps);
       mh_http_set_host_connections(mh_http_client(host), 0);
       lua_http(host, url, conc[i], 5, &uncapped[r], &rps);
     }
-    printf("  %5d concurrent: capped %6.1f us/req   uncapped %6.1f us/req\n", conc[i],
-           median(capped, 3), median(uncapped, 3));
+    printf("  %5d concurrent: http module capped %6.1f, uncapped %6.1f; plain C capped %6.1f us/req\n", conc[i],
+           median(capped, 3), median(uncapped, 3), median(plain, 3));
   }
   mh_http_set_host_connections(mh_http_client(host), MH_HTTP_MAX_HOST_CONNECTIONS);
 }

@@ -8,6 +8,8 @@
 #include "http_client.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "log.h"
 #include "mod_http.h"
@@ -17,7 +19,21 @@ typedef struct mh_http {
   CURLM *multi;
   uv_timer_t timer;
   struct socket_watch *watches; /* every open uv_poll */
+  CURL *pool[256];              /* easy handles kept for reuse */
+  int pooled;
+  long per_origin;              /* transfers in curl per origin; 0 = no cap */
+  struct mh_origin *origins[64];/* hash chains of origins with work */
 } mh_http;
+
+/* Requests to one scheme://host:port: how many are in curl, and the FIFO of
+ * those waiting their turn. Freed when it has neither. */
+typedef struct mh_origin {
+  struct mh_origin *next;
+  unsigned hash;
+  long active;
+  mh_http_transfer *head, *tail;
+  char key[];
+} mh_origin;
 
 typedef struct socket_watch {
   uv_poll_t poll;
@@ -38,6 +54,84 @@ static void watch_release(mh_http *http, socket_watch *w) {
   uv_close((uv_handle_t *)&w->poll, watch_closed);
 }
 
+/* ---- per-origin queueing ---- */
+
+/* Writes "scheme://authority" of url into key (lower-cased); returns its length. */
+static size_t origin_key(const char *url, char *key, size_t cap) {
+  const char *p = strstr(url, "://");
+  const char *start = p ? p + 3 : url;
+  const char *end = start + strcspn(start, "/?#");
+  const char *at = memchr(start, '@', (size_t)(end - start));
+  size_t scheme_len = p ? (size_t)(p - url) + 3 : 0, n = 0;
+  for (size_t i = 0; i < scheme_len && n + 1 < cap; i++) key[n++] = (char)(url[i] | 0x20);
+  for (const char *q = at ? at + 1 : start; q < end && n + 1 < cap; q++)
+    key[n++] = (*q >= 'A' && *q <= 'Z') ? (char)(*q | 0x20) : *q;
+  key[n] = '\0';
+  return n;
+}
+
+static mh_origin *origin_find(mh_http *http, const char *url) {
+  char key[512];
+  size_t len = origin_key(url, key, sizeof key);
+  unsigned h = 2166136261u;
+  for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)key[i]) * 16777619u;
+  mh_origin **chain = &http->origins[h % 64];
+  for (mh_origin *o = *chain; o; o = o->next)
+    if (o->hash == h && strcmp(o->key, key) == 0) return o;
+  mh_origin *o = calloc(1, sizeof *o + len + 1);
+  if (o == NULL) return NULL;
+  o->hash = h;
+  memcpy(o->key, key, len + 1);
+  o->next = *chain;
+  *chain = o;
+  return o;
+}
+
+static void origin_release_if_idle(mh_http *http, mh_origin *o) {
+  if (o->active > 0 || o->head) return;
+  for (mh_origin **p = &http->origins[o->hash % 64]; *p; p = &(*p)->next)
+    if (*p == o) {
+      *p = o->next;
+      free(o);
+      return;
+    }
+}
+
+static CURLMcode enter_multi(mh_http *http, mh_http_transfer *t) {
+  CURLMcode rc = curl_multi_add_handle(http->multi, t->easy);
+  if (rc == CURLM_OK) {
+    t->in_multi = 1;
+    t->origin->active++;
+  }
+  return rc;
+}
+
+/* Lets the next waiting transfers of o into curl while o has room. */
+static void origin_admit(mh_http *http, mh_origin *o) {
+  while (o->head && (http->per_origin <= 0 || o->active < http->per_origin)) {
+    mh_http_transfer *t = o->head;
+    o->head = t->queue_next;
+    if (o->head) o->head->queue_prev = NULL;
+    else o->tail = NULL;
+    t->queued = 0;
+    t->queue_next = t->queue_prev = NULL;
+    if (enter_multi(http, t) != CURLM_OK) {
+      t->origin = NULL;
+      t->done(t, CURLE_OUT_OF_MEMORY);
+    }
+  }
+}
+
+/* A transfer left curl: free its slot, admit the next, forget the origin if idle. */
+static void origin_leave(mh_http *http, mh_http_transfer *t) {
+  mh_origin *o = t->origin;
+  t->origin = NULL;
+  if (o == NULL) return;
+  o->active--;
+  origin_admit(http, o);
+  origin_release_if_idle(http, o);
+}
+
 static void drain_messages(mh_http *http) {
   CURLMsg *msg;
   int left;
@@ -50,6 +144,7 @@ static void drain_messages(mh_http *http) {
     curl_multi_remove_handle(http->multi, easy);
     if (t) {
       t->in_multi = 0;
+      origin_leave(http, t);
       t->done(t, result);
     }
   }
@@ -146,22 +241,65 @@ mh_http *mh_http_client(mh_host *host) {
 }
 
 void mh_http_set_host_connections(mh_http *http, long max) {
+  http->per_origin = max;
   curl_multi_setopt(http->multi, CURLMOPT_MAX_HOST_CONNECTIONS, max);
   /* Keep at least as many idle connections as may be open, so they are reused. */
   curl_multi_setopt(http->multi, CURLMOPT_MAXCONNECTS, max > 0 ? max * 4 : 4096L);
 }
 
-CURLMcode mh_http_start(mh_http *http, mh_http_transfer *t) {
+CURLMcode mh_http_start(mh_http *http, mh_http_transfer *t, const char *url) {
   curl_easy_setopt(t->easy, CURLOPT_PRIVATE, (char *)t);
-  CURLMcode rc = curl_multi_add_handle(http->multi, t->easy);
-  if (rc == CURLM_OK) t->in_multi = 1;
-  return rc;
+  t->origin = origin_find(http, url);
+  if (t->origin == NULL) return CURLM_OUT_OF_MEMORY;
+  mh_origin *o = t->origin;
+  if (http->per_origin <= 0 || (o->active < http->per_origin && o->head == NULL)) {
+    CURLMcode rc = enter_multi(http, t);
+    if (rc != CURLM_OK) {
+      t->origin = NULL;
+      origin_release_if_idle(http, o);
+    }
+    return rc;
+  }
+  t->queued = 1;
+  t->queue_next = NULL;
+  t->queue_prev = o->tail;
+  if (o->tail) o->tail->queue_next = t;
+  else o->head = t;
+  o->tail = t;
+  return CURLM_OK;
 }
 
 void mh_http_abort(mh_http *http, mh_http_transfer *t) {
+  if (t->queued) {
+    mh_origin *o = t->origin;
+    if (t->queue_prev) t->queue_prev->queue_next = t->queue_next;
+    else o->head = t->queue_next;
+    if (t->queue_next) t->queue_next->queue_prev = t->queue_prev;
+    else o->tail = t->queue_prev;
+    t->queued = 0;
+    t->queue_next = t->queue_prev = NULL;
+    t->origin = NULL;
+    origin_release_if_idle(http, o);
+    return;
+  }
   if (!t->in_multi) return;
   curl_multi_remove_handle(http->multi, t->easy);
   t->in_multi = 0;
+  origin_leave(http, t);
+}
+
+CURL *mh_http_easy_take(mh_http *http) {
+  if (http->pooled > 0) {
+    CURL *easy = http->pool[--http->pooled];
+    curl_easy_reset(easy);
+    return easy;
+  }
+  return curl_easy_init();
+}
+
+void mh_http_easy_give(mh_http *http, CURL *easy) {
+  if (http->pooled < (int)(sizeof http->pool / sizeof http->pool[0])) http->pool[http->pooled++] = easy;
+  else curl_easy_cleanup(easy);
 }
 
 static void client_closed(uv_handle_t *handle) { free(handle->data); }
@@ -169,6 +307,13 @@ static void client_closed(uv_handle_t *handle) { free(handle->data); }
 void mh_http_shutdown(mh_http *http) {
   /* Transfers belong to runs, which have ended; this closes cached
    * connections (curl reports their sockets removed) and the timer. */
+  while (http->pooled > 0) curl_easy_cleanup(http->pool[--http->pooled]);
+  for (int i = 0; i < 64; i++) /* idle by now; free what is left regardless */
+    while (http->origins[i]) {
+      mh_origin *o = http->origins[i];
+      http->origins[i] = o->next;
+      free(o);
+    }
   curl_multi_cleanup(http->multi);
   http->multi = NULL;
   while (http->watches) watch_release(http, http->watches);

@@ -14,21 +14,33 @@
 
 typedef struct mh_http_transfer mh_http_transfer;
 
+struct mh_origin;
+
 struct mh_http_transfer {
   CURL *easy;
-  int in_multi;
   void (*done)(mh_http_transfer *t, CURLcode result);
+  /* owned by the client */
+  int in_multi, queued;
+  struct mh_origin *origin;
+  mh_http_transfer *queue_next, *queue_prev;
 };
 
-/* Connections kept per host; excess transfers queue inside curl. */
+/* Transfers in curl at once per origin (scheme://host:port); the excess
+ * waits in the client's own FIFO, outside curl, so curl's per-connection
+ * walks stay short however many requests are waiting. */
 #define MH_HTTP_MAX_HOST_CONNECTIONS 64
 
 /* The host's client, created on first use; NULL if curl cannot start. */
 struct mh_http *mh_http_client(mh_host *host);
-/* Starts a transfer (t->easy configured; CURLOPT_PRIVATE is set here). */
-CURLMcode mh_http_start(struct mh_http *http, mh_http_transfer *t);
-/* Takes a transfer out of the multi handle before it finished. */
+/* Starts a transfer to url (t->easy configured; CURLOPT_PRIVATE is set
+ * here), or queues it behind its origin's cap. */
+CURLMcode mh_http_start(struct mh_http *http, mh_http_transfer *t, const char *url);
+/* Takes a transfer out of the queue or the multi handle before it finished. */
 void mh_http_abort(struct mh_http *http, mh_http_transfer *t);
+/* An easy handle from the client's pool (reset) or a new one; NULL on OOM. */
+CURL *mh_http_easy_take(struct mh_http *http);
+/* Gives an easy handle back to the pool (or cleans it up when the pool is full). */
+void mh_http_easy_give(struct mh_http *http, CURL *easy);
 /* Sets the per-host connection cap (0 = unlimited); for benchmarks. */
 void mh_http_set_host_connections(struct mh_http *http, long max);
 

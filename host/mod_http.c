@@ -14,7 +14,7 @@
  *
  * Each request is an op (scheduler.h) owning one easy handle, its header
  * list, its buffers (charged to the sandbox's memory cap) and an idle timer;
- * req_release is its only release point. Data from libcurl's callbacks is
+ * req_release is its only release point and frees it. Data from libcurl's callbacks is
  * buffered there; the script's callbacks run later, in the continuation,
  * through lua_pcallk so they may themselves wait. A stream that outpaces its
  * callback is paused at a high-water mark and resumed once drained. */
@@ -22,6 +22,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,7 +59,8 @@ typedef struct http_req {
   mh_membuf body, pending, head;
   mh_sse sse;
   uint64_t idle_ms, last_activity;
-  uv_timer_t idle_timer;  /* req memory is freed in its close callback */
+  mh_timer idle_timer;    /* in host->timers while an idle timeout is set */
+  mh_timers *timers;
   char errbuf[CURL_ERROR_SIZE];
 } http_req;
 
@@ -66,13 +68,11 @@ static int request_k(lua_State *L, int status, lua_KContext ctx);
 
 /* ---- lifecycle ---- */
 
-static void req_free(uv_handle_t *handle) { free(handle->data); }
-
 static void req_release(http_req *r) {
   mh_op_detach(&r->op);
   if (r->xfer.easy) {
     mh_http_abort(r->http, &r->xfer);
-    curl_easy_cleanup(r->xfer.easy);
+    mh_http_easy_give(r->http, r->xfer.easy);
     r->xfer.easy = NULL;
   }
   curl_slist_free_all(r->headers);
@@ -81,8 +81,8 @@ static void req_release(http_req *r) {
   mh_membuf_free(&r->pending);
   mh_membuf_free(&r->head);
   mh_sse_free(&r->sse);
-  uv_timer_stop(&r->idle_timer);
-  uv_close((uv_handle_t *)&r->idle_timer, req_free);
+  mh_timer_stop(r->timers, &r->idle_timer);
+  free(r);
 }
 
 static void req_cancel(mh_op *op) { req_release((http_req *)op); }
@@ -97,7 +97,7 @@ static void req_stop(http_req *r, const char *why) {
     r->fail = why;
     r->result = CURLE_OPERATION_TIMEDOUT;
   }
-  uv_timer_stop(&r->idle_timer);
+  mh_timer_stop(r->timers, &r->idle_timer);
   mh_op_wake(&r->op);
 }
 
@@ -105,17 +105,17 @@ static void on_done(mh_http_transfer *t, CURLcode result) {
   http_req *r = (http_req *)((char *)t - offsetof(http_req, xfer));
   r->done = 1;
   r->result = result;
-  uv_timer_stop(&r->idle_timer);
+  mh_timer_stop(r->timers, &r->idle_timer);
   mh_op_wake(&r->op);
 }
 
-static void on_idle_check(uv_timer_t *timer) {
-  http_req *r = timer->data;
-  uint64_t now = uv_now(timer->loop), quiet = now - r->last_activity;
+static void on_idle_check(mh_timer *timer) {
+  http_req *r = (http_req *)((char *)timer - offsetof(http_req, idle_timer));
+  uint64_t now = uv_now(r->vm->host->loop), quiet = now - r->last_activity;
   if (r->paused || r->in_callback || quiet < r->idle_ms) {
     /* The script is the slow side, or data came meanwhile: look again later. */
     uint64_t wait = (r->paused || r->in_callback) ? r->idle_ms : r->idle_ms - quiet;
-    uv_timer_start(timer, on_idle_check, wait, 0);
+    mh_timer_start(r->timers, timer, wait);
     return;
   }
   req_stop(r, "idle timeout");
@@ -323,10 +323,10 @@ static int next_delivery(lua_State *L, http_req *r) {
 /* The callback returned (normally): false means stop the transfer. */
 static void callback_returned(lua_State *L, http_req *r) {
   r->in_callback = 0;
-  if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1) && !r->done) {
+  if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
     r->aborted = 1;
     r->pending.len = 0;
-    req_stop(r, NULL);
+    if (!r->done) req_stop(r, NULL);
   }
   lua_pop(L, 1);
 }
@@ -560,15 +560,15 @@ static int start_request(lua_State *L) {
   r->body.charge_to = r->pending.charge_to = r->head.charge_to = vm;
   mh_sse_init(&r->sse, vm);
   r->xfer.done = on_done;
-  uv_timer_init(vm->host->loop, &r->idle_timer);
-  r->idle_timer.data = r;
+  r->timers = &vm->host->timers;
+  mh_timer_init(&r->idle_timer, on_idle_check);
   mh_op_attach(run, &r->op, &http_type);
-  r->xfer.easy = curl_easy_init();
+  r->xfer.easy = mh_http_easy_take(http);
   const char *failed = NULL;
   if (r->xfer.easy == NULL || build_headers(L, r, &a) != 0) failed = "out of memory";
   if (!failed) {
     configure(r, &a);
-    if (mh_http_start(http, &r->xfer) != CURLM_OK) failed = "could not start the transfer";
+    if (mh_http_start(http, &r->xfer, a.url) != CURLM_OK) failed = "could not start the transfer";
   }
   if (failed) {
     req_release(r);
@@ -578,7 +578,7 @@ static int start_request(lua_State *L) {
   }
   if (r->idle_ms) {
     r->last_activity = uv_now(vm->host->loop);
-    uv_timer_start(&r->idle_timer, on_idle_check, r->idle_ms, 0);
+    mh_timer_start(r->timers, &r->idle_timer, r->idle_ms);
   }
   lua_settop(L, 1);
   if (a.mode == BODY_SSE) lua_getfield(L, 1, "sse");

@@ -5,12 +5,15 @@
  * string.find("aaaa...", "(.-)(.-)(.-)(.-)b"). This file is our own
  * implementation of Lua 5.4.4 patterns — same results, same errors, same
  * argument handling — that counts its steps (entries into the recursive
- * matcher, iterations of the repetition loops, start positions, bytes scanned
- * or compared in bulk) and calls mh_vm_check_limits (limits_check.h) every
- * SB_CHECK_EVERY of them. That call may raise, so the matcher owns nothing but
- * a struct on the C stack (or in the gmatch iterator's userdata); gsub builds
- * its result in a luaL_Buffer. mh_string_guard installs the four functions
- * into a sandbox's copy of the string table. */
+ * matcher, iterations of the repetition loops, start positions, and work that
+ * grows with the input: pattern items by their length, bytes scanned or
+ * compared) and calls mh_vm_check_limits (limits_check.h) every SB_CHECK_EVERY
+ * of them. That call may raise, so the matcher owns nothing but a struct on
+ * the C stack (or in the gmatch iterator's userdata); gsub builds its result in
+ * a luaL_Buffer. mh_string_guard installs the four functions into a sandbox's
+ * copy of the string table.
+ *
+ * The matcher's helpers touch the Lua stack only to raise: [-0, +0, v]. */
 #include "sb_string.h"
 
 #include <assert.h>
@@ -60,7 +63,7 @@ static const char *do_match(sb_state *ms, const char *s, const char *p);
 
 /* ---- the step budget ---------------------------------------------------- */
 
-/* [-0, +0, v] */
+/* [-0, +0, v] Raises when the run has broken a limit. */
 static void budget_check(sb_state *ms) {
   ms->ticks = SB_CHECK_EVERY;
   mh_vm_check_limits(ms->L);
@@ -189,12 +192,15 @@ static const char *match_balance(sb_state *ms, const char *s, const char *p) {
   return NULL;
 }
 
-/* "x*" (and "x+" after its first character): longest run first, then back off. */
+/* "x*" (and "x+" after its first character): longest run first, then back off.
+ * Each test of a set costs its length, and is charged so. */
 static const char *expand_greedy(sb_state *ms, const char *s, const char *p,
                                  const char *ep) {
-  ptrdiff_t n = 0;
-  while (item_has(ms, s + n, p, ep)) n++;
-  SB_TICK(ms, n);
+  ptrdiff_t cost = ep - p, n = 0;
+  while (item_has(ms, s + n, p, ep)) {
+    n++;
+    SB_TICK(ms, cost);
+  }
   for (; n >= 0; n--) {
     SB_TICK(ms, 1);
     const char *res = do_match(ms, s + n, ep + 1);
@@ -207,7 +213,7 @@ static const char *expand_greedy(sb_state *ms, const char *s, const char *p,
 static const char *expand_lazy(sb_state *ms, const char *s, const char *p,
                                const char *ep) {
   for (;;) {
-    SB_TICK(ms, 1);
+    SB_TICK(ms, ep - p);
     const char *res = do_match(ms, s, ep + 1);
     if (res) return res;
     if (!item_has(ms, s, p, ep)) return NULL;
@@ -290,6 +296,7 @@ static const char *do_match(sb_state *ms, const char *s, const char *p) {
         if (*p != '[')
           luaL_error(ms->L, "missing '[' after '%%f' in pattern");
         const char *ep = class_end(ms, p);
+        SB_TICK(ms, ep - p);
         int prev = (s == ms->src_init) ? 0 : uchar(s[-1]);
         if (!set_has(prev, p, ep - 1) && set_has(uchar(*s), p, ep - 1)) {
           p = ep;
@@ -308,8 +315,10 @@ static const char *do_match(sb_state *ms, const char *s, const char *p) {
     default:
       break;
     }
-    /* one class item with an optional '*', '+', '-' or '?' */
+    /* one class item with an optional '*', '+', '-' or '?'; reading and
+     * testing it costs its length */
     const char *ep = class_end(ms, p);
+    SB_TICK(ms, ep - p);
     if (!item_has(ms, s, p, ep)) {
       if (*ep == '*' || *ep == '?' || *ep == '-') {  /* may match empty */
         p = ep + 1;
@@ -422,7 +431,8 @@ static const char *find_plain(sb_state *ms, const char *s, size_t ls,
   return NULL;
 }
 
-/* [-(0|1|2|3|4), +n, m] string.find (find = 1) and string.match (find = 0). */
+/* [-0, +n, v] string.find (find = 1) and string.match (find = 0): the match's
+ * start and end (find only) and its captures, or fail. */
 static int find_aux(lua_State *L, int find) {
   size_t ls, lp;
   const char *s = luaL_checklstring(L, 1, &ls);
@@ -437,8 +447,8 @@ static int find_aux(lua_State *L, int find) {
     state_init(&ms, L, s, ls, p, lp);
     const char *hit = find_plain(&ms, s + init, ls - init, p, lp);
     if (hit) {
-      lua_pushinteger(L, (hit - s) + 1);        /* start */
-      lua_pushinteger(L, (hit - s) + (lua_Integer)lp);  /* end */
+      lua_pushinteger(L, (hit - s) + 1);                /* start */
+      lua_pushinteger(L, (hit - s) + (lua_Integer)lp);  /* start, end */
       return 2;
     }
   } else {
@@ -455,7 +465,7 @@ static int find_aux(lua_State *L, int find) {
       if (e) {
         if (!find) return captures_push(&ms, s1, e);
         lua_pushinteger(L, (s1 - s) + 1);  /* start */
-        lua_pushinteger(L, e - s);         /* end */
+        lua_pushinteger(L, e - s);         /* start, end */
         return captures_push(&ms, NULL, NULL) + 2;
       }
     } while (s1++ < ms.src_end && !anchor);
@@ -464,15 +474,16 @@ static int find_aux(lua_State *L, int find) {
   return 1;
 }
 
-/* [-(0|1|2|3|4), +n, m] */
+/* [-0, +n, v] string.find(s, pattern [, init [, plain]]) */
 static int sb_find(lua_State *L) { return find_aux(L, 1); }
 
-/* [-(0|1|2|3), +n, m] */
+/* [-0, +n, v] string.match(s, pattern [, init]) */
 static int sb_match(lua_State *L) { return find_aux(L, 0); }
 
 /* ---- gmatch ------------------------------------------------------------- */
 
-/* [-0, +n, m] The iterator: upvalues subject, pattern, sb_gmatch userdata. */
+/* [-0, +n, v] The iterator: upvalues subject, pattern, sb_gmatch userdata.
+ * Pushes the next match's captures, or nothing at the end. */
 static int gmatch_next(lua_State *L) {
   sb_gmatch *gm = lua_touserdata(L, lua_upvalueindex(3));
   gm->ms.L = L;  /* the iterator may run on another coroutine */
@@ -487,7 +498,7 @@ static int gmatch_next(lua_State *L) {
   return 0;
 }
 
-/* [-(0|1|2|3), +1, m] string.gmatch(s, pattern [, init]) */
+/* [-0, +1, v] string.gmatch(s, pattern [, init]): pushes the iterator. */
 static int sb_gmatch_new(lua_State *L) {
   size_t ls, lp;
   const char *s = luaL_checklstring(L, 1, &ls);
@@ -506,8 +517,8 @@ static int sb_gmatch_new(lua_State *L) {
 
 /* ---- gsub --------------------------------------------------------------- */
 
-/* Appends the replacement string at index 3 for the match s..e, expanding
- * "%0".."%9" and "%%". */
+/* [-0, +0, v] Appends the replacement string at index 3 for the match s..e,
+ * expanding "%0".."%9" and "%%". */
 static void add_template(sb_state *ms, luaL_Buffer *b, const char *s,
                          const char *e) {
   lua_State *L = ms->L;
@@ -538,8 +549,8 @@ static void add_template(sb_state *ms, luaL_Buffer *b, const char *s,
   luaL_addlstring(b, t, l);
 }
 
-/* Appends the replacement for the match s..e by the kind of argument 3 (type
- * tr). Returns whether the text changed: a function or table giving nil or
+/* [-0, +0, e] Appends the replacement for the match s..e by the kind of
+ * argument 3 (type tr); a function or table runs Lua code. Returns whether the text changed: a function or table giving nil or
  * false keeps the match as it was. */
 static int add_replacement(sb_state *ms, luaL_Buffer *b, const char *s,
                            const char *e, int tr) {
@@ -566,7 +577,8 @@ static int add_replacement(sb_state *ms, luaL_Buffer *b, const char *s,
   return 1;
 }
 
-/* [-(2|3|4), +2, e] string.gsub(s, pattern, repl [, n]) */
+/* [-0, +2, e] string.gsub(s, pattern, repl [, n]): the new string and the
+ * number of matches replaced. */
 static int sb_gsub(lua_State *L) {
   size_t ls, lp;
   const char *src = luaL_checklstring(L, 1, &ls);
@@ -614,6 +626,7 @@ static int sb_gsub(lua_State *L) {
 
 /* ---- installation ------------------------------------------------------- */
 
+/* [-0, +0, m] */
 void mh_string_guard(lua_State *L, int idx) {
 #ifdef MH_STACK_CHECKS
   int top = lua_gettop(L);

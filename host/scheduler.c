@@ -199,7 +199,8 @@ static void run_fail(mh_run *run, int status) {
   run_finish(run, run->broken == MH_BREAK_CANCEL ? MH_RUN_CANCELLED : MH_RUN_ERROR);
 }
 
-static void run_resume(mh_run *run) {
+/* Resumes a run; *clock is the time now (ns) and is updated to the time after. */
+static void run_resume(mh_run *run, uint64_t *clock) {
   mh_vm *vm = run->vm;
   lua_State *co = run->co;
   if (run->broken != MH_BREAK_NONE && !run->started) {
@@ -219,9 +220,10 @@ static void run_resume(mh_run *run) {
   mh_run *outer = vm->current;
   vm->current = run;
   MH_DEBUG("run %llu resume", run->id);
-  run->resumed_at_ns = uv_hrtime();
+  run->resumed_at_ns = *clock;
   int status = lua_resume(co, NULL, nargs, &nres);
-  run->cpu_used_ns += uv_hrtime() - run->resumed_at_ns;
+  *clock = uv_hrtime();
+  run->cpu_used_ns += *clock - run->resumed_at_ns;
   vm->current = outer;
 #ifdef MH_STACK_CHECKS
   assert(lua_gettop(vm->L) == main_top);
@@ -251,11 +253,12 @@ static void ready_drain(uv_idle_t *idle) {
   /* Take the current batch; runs made ready meanwhile wait for the next turn. */
   mh_run *run = host->ready_head;
   host->ready_head = host->ready_tail = NULL;
+  uint64_t clock = uv_hrtime();
   while (run) {
     mh_run *next = run->ready_next;
     run->queued = 0;
     run->ready_next = NULL;
-    run_resume(run);
+    run_resume(run, &clock);
     run = next;
   }
   if (host->ready_head == NULL) uv_idle_stop(idle);

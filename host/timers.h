@@ -1,10 +1,13 @@
-/* timers.h — many timers on one uv_timer: a binary min-heap in an array.
+/* timers.h — many timers on one uv_timer.
  *
- * Thousands of runs sleeping at once would otherwise each hold a uv_timer, and
- * libuv's pointer-linked timer heap and per-handle close callbacks dominate
- * the cost of a sleep. Here a timer is a small struct embedded in its owner
- * (a sleep, a run's deadline); starting and stopping it never allocates per
- * timer after the heap has grown, and owners free themselves synchronously. */
+ * Thousands of runs sleeping at once would otherwise each hold a uv_timer;
+ * libuv's pointer-linked timer heap and per-handle close callbacks then
+ * dominate the cost of a sleep. Here timers due at the same loop millisecond
+ * share a bucket (a FIFO list), buckets sit in an array min-heap, and one
+ * uv_timer points at the earliest bucket. Runs resumed in the same loop turn
+ * that sleep equally land in one bucket, so starting and firing are O(1) for
+ * them. A timer is a small struct embedded in its owner (a sleep, a run's
+ * deadline); owners free themselves synchronously. */
 #ifndef MH_TIMERS_H
 #define MH_TIMERS_H
 
@@ -13,21 +16,21 @@
 #include <uv.h>
 
 typedef struct mh_timer mh_timer;
+typedef struct mh_timer_bucket mh_timer_bucket;
 
 struct mh_timer {
-  uint64_t due;                  /* loop time (ms) at which it fires */
-  uint64_t seq;                  /* start order, so equal due times fire FIFO */
-  size_t index;                  /* position in the heap; MH_TIMER_IDLE when not started */
+  mh_timer_bucket *bucket;       /* NULL when not started */
+  mh_timer *prev, *next;         /* in the bucket's list */
   void (*fire)(mh_timer *timer); /* called from the loop; the timer is already stopped */
 };
 
-#define MH_TIMER_IDLE ((size_t)-1)
+#define MH_TIMER_CACHE 16
 
 typedef struct mh_timers {
   uv_timer_t uv;
-  mh_timer **heap;
+  mh_timer_bucket **heap;        /* buckets by due time */
   size_t len, cap;
-  uint64_t next_seq;
+  mh_timer_bucket *recent[MH_TIMER_CACHE]; /* buckets by due % 16, to join */
 } mh_timers;
 
 void mh_timers_init(mh_timers *ts, uv_loop_t *loop);

@@ -286,6 +286,9 @@ static void test_pathological(void **state) {
   assert_true(hits_budget(L, "gstring.find(a, '^(a*)%1b')", 20));
   assert_true(hits_budget(L, "gstring.find(a, b .. 'b', 1, true)", 20));
   assert_true(hits_budget(L, "gstring.gsub(a, '', ('%0'):rep(10000))", 20));
+  /* work that grows with the pattern: a long set, a long literal run */
+  assert_true(hits_budget(L, "gstring.find(a, '[' .. ('b'):rep(100000) .. 'a]*c')", 20));
+  assert_true(hits_budget(L, "gstring.find(a, ('a'):rep(100000) .. '.b')", 20));
 
   /* the double was really consulted: count the calls of one budgeted run */
   budget(20);
