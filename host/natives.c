@@ -5,6 +5,7 @@
 
 #include "mod_http.h"
 #include "mod_log.h"
+#include "mod_task.h"
 #include "mod_time.h"
 #include "sandbox.h"
 
@@ -13,10 +14,11 @@ static const char CACHE_KEY = 0; /* registry: name -> opened native module */
 static const struct { const char *name; lua_CFunction open; } natives[] = {
   {"http", luaopen_mh_http},
   {"log", luaopen_mh_log},
+  {"task", luaopen_mh_task},
   {"time", luaopen_mh_time},
 };
 
-const char *const mh_native_names[] = {"http", "log", "time", NULL};
+const char *const mh_native_names[] = {"http", "log", "task", "time", NULL};
 
 int mh_native_open(lua_State *L, const char *name) {
   for (size_t i = 0; i < sizeof natives / sizeof natives[0]; i++) {

@@ -136,6 +136,39 @@ mh_run *mh_run_start(mh_vm *vm, int nargs, mh_run_done_fn done, void *ud) {
   return run;
 }
 
+mh_run *mh_run_spawn(mh_run *parent, int nargs, mh_run_done_fn done, void *ud) {
+  mh_run *run = mh_run_start(parent->vm, nargs, done, ud);
+  if (run == NULL) return NULL;
+  run->parent = parent;
+  run->sibling_next = parent->children;
+  if (parent->children) parent->children->sibling_prev = run;
+  parent->children = run;
+  if (parent->deadline_at_ns) {
+    uint64_t now = uv_hrtime();
+    run->deadline_at_ns = parent->deadline_at_ns;
+    mh_timer_start(&parent->vm->host->timers, &run->deadline,
+                   parent->deadline_at_ns > now ? (parent->deadline_at_ns - now + 999999) / 1000000 : 0);
+  }
+  return run;
+}
+
+/* Unlinks a run from its parent and cancels its own children. */
+static void family_leave(mh_run *run) {
+  mh_run *p = run->parent;
+  if (p) {
+    if (run->sibling_prev) run->sibling_prev->sibling_next = run->sibling_next;
+    else p->children = run->sibling_next;
+    if (run->sibling_next) run->sibling_next->sibling_prev = run->sibling_prev;
+    run->parent = run->sibling_prev = run->sibling_next = NULL;
+  }
+  while (run->children) {
+    mh_run *child = run->children;
+    run->children = child->sibling_next;
+    child->parent = child->sibling_prev = child->sibling_next = NULL;
+    mh_run_cancel(child, MH_BREAK_CANCEL);
+  }
+}
+
 /* [-0, +1, e] lua_pcall target: (thread, message) -> message with traceback */
 static int traceback_protected(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
@@ -184,6 +217,7 @@ static void run_finish(mh_run *run, mh_run_state state) {
   }
   run->waiting = NULL;
   mh_timer_stop(&vm->host->timers, &run->deadline);
+  family_leave(run);
   *mh_thread_flags(run->co) = 0;
   vm->host->live_runs--;
   MH_DEBUG("run %llu done %s", run->id, state_names[state]);

@@ -67,6 +67,9 @@ struct mh_run {
   char *error;                 /* message and traceback once state is MH_RUN_ERROR/CANCELLED */
   mh_run_done_fn done;
   void *done_ud;
+  mh_run *parent;              /* the run that spawned this one (task.spawn), or NULL */
+  mh_run *children;            /* runs this one spawned that are still alive */
+  mh_run *sibling_prev, *sibling_next;
 };
 
 /* [-(nargs+1), +0, m] Starts a run of the function and arguments on top of
@@ -74,6 +77,9 @@ struct mh_run {
  * when the run ends (results are on run->co's stack for MH_RUN_OK); the run is
  * freed right after `done` returns. */
 mh_run *mh_run_start(mh_vm *vm, int nargs, mh_run_done_fn done, void *ud);
+/* [-(nargs+1), +0, m] Starts a child run of parent (same sandbox): it shares
+ * the parent's deadline and is cancelled when the parent ends. */
+mh_run *mh_run_spawn(mh_run *parent, int nargs, mh_run_done_fn done, void *ud);
 /* Asks a run to stop: it ends with "run cancelled" at its next instruction
  * or, when waiting, as soon as the loop turns. */
 void mh_run_cancel(mh_run *run, mh_break reason);

@@ -206,6 +206,51 @@ static void test_runs_in_several_sandboxes(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+static void test_tasks(void **state) {
+  (void)state;
+  outcome o;
+  eval_fresh(NULL,
+             "local a = task.spawn(function(x) sleep(20) return x * 2, 'b' end, 21) "
+             "local b = task.spawn(function() sleep(5) error('nope') end) "
+             "local ok1, v, w = task.wait(a) local ok2, err = b:wait() "
+             "return ok1, v, w, ok2, err", &o);
+  assert_ok_output(&o, "true\t42\tb\tfalse\ttest:1: nope");
+  outcome_clear(&o);
+  /* overlapping: the order of completion follows the sleeps, not the spawns */
+  eval_fresh(NULL,
+             "local order = {} local ts = {} "
+             "for i = 1, 3 do ts[i] = task.spawn(function() sleep(40 - i * 10) order[#order + 1] = i end) end "
+             "for i = 1, 3 do task.wait(ts[i]) end return table.concat(order, ',')", &o);
+  assert_ok_output(&o, "3,2,1");
+  outcome_clear(&o);
+  eval_fresh(NULL, "return task.all{function() sleep(5) return 'x' end, function() return 'y' end}", &o);
+  assert_ok_output(&o, "x\ty");
+  outcome_clear(&o);
+  eval_fresh(NULL, "return task.all{function() error('first') end, function() sleep(100000) end}", &o);
+  assert_error_contains(&o, "task 1 failed: test:1: first");
+  outcome_clear(&o);
+  eval_fresh(NULL, "local t = task.spawn(function() sleep(100000) end) t:cancel() return t:wait()", &o);
+  assert_ok_output(&o, "false\trun cancelled");
+  outcome_clear(&o);
+  eval_fresh(NULL, "local t t = task.spawn(function() sleep(1) return task.wait(t) end) return select(2, t:wait())", &o);
+  assert_ok_output(&o, "test:1: a task cannot wait for itself");
+  outcome_clear(&o);
+}
+
+/* A parent that ends takes its children with it; nothing is left open. */
+static void test_children_end_with_their_parent(void **state) {
+  (void)state;
+  fixture f;
+  fixture_open(&f, NULL);
+  outcome o;
+  eval_in(&f, "for i = 1, 50 do task.spawn(function() sleep(100000) end) end return 'parent done'", &o);
+  assert_ok_output(&o, "parent done");
+  outcome_clear(&o);
+  for (int i = 0; i < 10 && f.host.live_runs > 0; i++) uv_run(&f.loop, UV_RUN_NOWAIT);
+  assert_int_equal(f.host.live_runs, 0);
+  fixture_close(&f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_sleeps_finish_in_time_order),
@@ -217,6 +262,8 @@ int main(void) {
     cmocka_unit_test(test_blocked_coroutines_are_protected),
     cmocka_unit_test(test_errors_carry_file_and_line),
     cmocka_unit_test(test_runs_in_several_sandboxes),
+    cmocka_unit_test(test_tasks),
+    cmocka_unit_test(test_children_end_with_their_parent),
   };
   cmocka_set_message_output(CM_OUTPUT_TAP);
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -533,30 +533,49 @@ describe("http module", function()
   end)
 
   describe("concurrency and connections", function()
-    it("1000 concurrent requests from 1000 coroutines all succeed over few connections", function()
+    it("1000 concurrent requests from 1000 tasks all succeed over at most 64 connections", function()
       local v = value_of([[
         local function stats()
           local r = assert(http.get(U .. "/stats"))
           return tonumber(r.body:match('"connections":(%d+)')), tonumber(r.body:match('"requests":(%d+)'))
         end
         local c0, q0 = stats()
-        local ok, done, errs = 0, 0, {}
+        local tasks = {}
         for i = 1, 1000 do
-          coroutine.wrap(function()
+          tasks[i] = task.spawn(function()
             local r, err = http.get(U .. "/hello?i=" .. i)
-            if r and r.status == 200 and r.body == "hello world\n" then ok = ok + 1
-            else errs[#errs + 1] = tostring(err) end
-            done = done + 1
-          end)()
+            if r and r.status == 200 and r.body == "hello world\n" then return true end
+            return false, tostring(err)
+          end)
         end
-        while done < 1000 do sleep(5) end
+        local ok, errs = 0, {}
+        for i = 1, 1000 do
+          local _, good, err = task.wait(tasks[i])
+          if good then ok = ok + 1 else errs[#errs + 1] = err end
+        end
         local c1, q1 = stats()
         emit({ok = ok, errs = errs, conns = c1 - c0, reqs = q1 - q0})
       ]])
       assert.same({}, v.errs)
       assert.equals(1000, v.ok)
       assert.is_true(v.reqs >= 1000, "server saw " .. v.reqs .. " requests")
-      assert.is_true(v.conns < 100, "opened " .. v.conns .. " connections for 1000 requests")
+      -- concurrent: more than one connection was needed; capped: never more than 64 (+1 for the probe)
+      assert.is_true(v.conns > 1, "only " .. v.conns .. " connection: the requests did not overlap")
+      assert.is_true(v.conns <= 65, "opened " .. v.conns .. " connections for 1000 requests")
+    end)
+
+    it("coroutines run one after another: a wrapped coroutine that waits suspends its caller", function()
+      local v = value_of([[
+        local order = {}
+        for i = 1, 3 do
+          coroutine.wrap(function()
+            sleep(30 - i * 10)
+            order[#order + 1] = i
+          end)()
+        end
+        emit(order)
+      ]])
+      assert.same({1, 2, 3}, v)
     end)
 
     it("sequential requests reuse one connection", function()
