@@ -46,7 +46,7 @@ all: deps-check moonhive
 
 moonhive: $(BIN)
 ifneq ($(SANITIZE),1)
-	@cp $(BIN) moonhive
+	@cp $(BIN) moonhive.tmp && mv -f moonhive.tmp moonhive
 endif
 
 $(BIN): $(BUILD)/host/main.o $(LIB)

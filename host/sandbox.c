@@ -96,7 +96,7 @@ static int is_readonly(lua_State *L, int idx) { /* [-0, +0, -] */
 void mh_sandbox_rethrow_if_broken(lua_State *L, int status) {
   mh_run *run = mh_run_current(L);
   if (run == NULL) return;
-  if (status == LUA_ERRMEM && run->broken == MH_BREAK_NONE) run->broken = MH_BREAK_MEMORY;
+  if (run->broken == MH_BREAK_NONE && mh_vm_is_memory_error(L, status)) run->broken = MH_BREAK_MEMORY;
   if (run->broken != MH_BREAK_NONE) lua_error(L);
 }
 

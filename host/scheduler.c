@@ -182,7 +182,7 @@ static void describe_error(mh_run *run, int status) {
   lua_State *co = run->co;
   char buf[128], other[64];
   const char *msg;
-  if (status == LUA_ERRMEM && run->broken == MH_BREAK_NONE) run->broken = MH_BREAK_MEMORY;
+  if (run->broken == MH_BREAK_NONE && mh_vm_is_memory_error(co, status)) run->broken = MH_BREAK_MEMORY;
   if (run->broken == MH_BREAK_MEMORY || (run->broken != MH_BREAK_NONE && lua_type(co, -1) != LUA_TSTRING)) {
     msg = mh_break_message(vm, run->broken, buf, sizeof buf);
   } else if (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER) {
@@ -244,6 +244,7 @@ static void run_resume(mh_run *run, uint64_t *clock) {
     run_fail(run, LUA_ERRRUN);
     return;
   }
+  mh_vm_collect_if_near_cap(vm);
 #ifdef MH_STACK_CHECKS
   int main_top = lua_gettop(vm->L);
 #endif

@@ -51,8 +51,24 @@ mh_vm *mh_vm_of(lua_State *L) {
   return ud;
 }
 
+void mh_vm_collect_if_near_cap(mh_vm *vm) {
+  size_t cap = vm->mem_limit;
+  if (cap && vm->mem_used > cap - cap / 8 && vm->mem_used > vm->gc_floor + cap / 8) {
+    lua_gc(vm->L, LUA_GCCOLLECT);
+    vm->gc_floor = vm->mem_used;
+  }
+}
+
+int mh_vm_is_memory_error(lua_State *L, int status) {
+  if (status == LUA_ERRMEM) return 1;
+  size_t len;
+  const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+  return msg && len == 17 && memcmp(msg, "not enough memory", 17) == 0;
+}
+
 static void count_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
+  mh_vm_collect_if_near_cap(mh_vm_of(L));
   mh_vm_check_limits(L);
 }
 

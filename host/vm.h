@@ -25,6 +25,7 @@ typedef struct mh_vm {
   size_t mem_used;         /* bytes held through this state's allocator */
   size_t mem_limit;        /* 0 = no cap */
   size_t mem_peak;
+  size_t gc_floor;         /* mem_used after the last collection forced near the cap */
   mh_limits limits;        /* per-run limits for runs of this vm */
   struct mh_run *current;  /* the run executing now, or NULL */
   char *script_dir;        /* folder of the defining script: guarded require looks here */
@@ -56,6 +57,15 @@ void mh_vm_new_env(lua_State *L);
  * state's behalf (HTTP bodies). Returns 0, or -1 when the charge would break
  * the cap (nothing is charged then). */
 int mh_vm_charge(mh_vm *vm, ptrdiff_t delta);
+
+/* Runs a full collection when the state nears its cap and has grown since
+ * the last such collection. Lua's luaL_Buffer asks the allocator directly,
+ * without the emergency collection other allocations get, so garbage left
+ * by a failed run could otherwise make a big string fail. Called at safe
+ * points: before a resume and from the count hook. */
+void mh_vm_collect_if_near_cap(mh_vm *vm);
+/* Is the error object on top of L the one a refused allocation raises? */
+int mh_vm_is_memory_error(lua_State *L, int status);
 
 /* Extra headroom granted while the host formats an error for a run that hit
  * the memory cap (message and traceback). */
