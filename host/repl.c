@@ -62,6 +62,8 @@ typedef struct repl {
   int env_ref;                 /* the REPL's global environment (vm registry) */
   int interactive;             /* stdin is a terminal: readline, prompts */
   uv_poll_t stdin_poll;
+  uv_idle_t stdin_idle;        /* non-interactive stdin that cannot be polled (a file) */
+  int pollable;
   uv_async_t interrupt_async;
   volatile sig_atomic_t interrupt_flag;
   mh_run *running;             /* the evaluation in progress */
@@ -105,6 +107,17 @@ static void install_readline(repl *r) {
 
 static void process_input(repl *r);
 static void on_stdin(uv_poll_t *handle, int status, int events);
+static void on_stdin_idle(uv_idle_t *idle);
+/* Reading stdin: a uv_poll for terminals, pipes and sockets; an idle
+ * handle for a regular file, which epoll cannot watch. */
+static void start_input(repl *r) {
+  if (r->pollable) uv_poll_start(&r->stdin_poll, UV_READABLE, on_stdin);
+  else uv_idle_start(&r->stdin_idle, on_stdin_idle);
+}
+static void stop_input(repl *r) {
+  if (r->pollable) uv_poll_stop(&r->stdin_poll);
+  else uv_idle_stop(&r->stdin_idle);
+}
 
 static void on_eval_done(mh_run *run, void *ud) {
   repl *r = ud;
@@ -131,6 +144,7 @@ static void on_eval_done(mh_run *run, void *ud) {
     install_readline(r);
   }
   process_input(r);
+  if (!r->interactive && !r->running && !r->eof && !r->quit) start_input(r);
 }
 
 /* Compiles the pending chunk; starts it, or waits for more lines. */
@@ -215,6 +229,7 @@ static void process_input(repl *r) {
     r->inlen -= used;
     handle_line(r, line);
   }
+  if (r->running) stop_input(r); /* resumed in on_eval_done */
 }
 
 static void on_stdin(uv_poll_t *handle, int status, int events) {
@@ -224,17 +239,27 @@ static void on_stdin(uv_poll_t *handle, int status, int events) {
     if (status == 0) rl_callback_read_char();
     return;
   }
-  if (r->inlen >= sizeof r->inbuf - 1) { /* an overlong line: keep the tail */
+  if (r->inlen >= sizeof r->inbuf - 1 && !memchr(r->inbuf, '\n', r->inlen)) { /* an overlong line */
     r->inlen = 0;
     fprintf(stderr, "line too long; discarded\n");
   }
-  ssize_t n = read(STDIN_FILENO, r->inbuf + r->inlen, sizeof r->inbuf - 1 - r->inlen);
+  size_t room = sizeof r->inbuf - 1 - r->inlen;
+  if (room == 0) { /* full of complete lines waiting for an evaluation */
+    process_input(r);
+    return;
+  }
+  ssize_t n = read(STDIN_FILENO, r->inbuf + r->inlen, room);
   if (n > 0) r->inlen += (size_t)n;
   else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
     r->eof = 1;
-    uv_poll_stop(handle);
+    stop_input(r);
   }
   process_input(r);
+}
+
+static void on_stdin_idle(uv_idle_t *idle) {
+  repl *r = idle->data;
+  on_stdin(&r->stdin_poll, 0, UV_READABLE);
 }
 
 static void on_interrupt(uv_async_t *async) {
@@ -243,15 +268,14 @@ static void on_interrupt(uv_async_t *async) {
     mh_run_cancel(r->running, MH_BREAK_CANCEL);
     return;
   }
+  if (!r->interrupt_flag) return; /* already consumed by the count hook */
   r->interrupt_flag = 0;
   if (r->interactive) {
     free(r->pending);
     r->pending = NULL;
     rl_replace_line("", 0);
     fputs("^C\n", stdout);
-    install_readline(r);
-    rl_on_new_line();
-    rl_redisplay();
+    install_readline(r); /* shows the prompt */
   }
 }
 
@@ -368,6 +392,7 @@ static char *completion_generator(const char *text, int state) {
 static char **attempt_completion(const char *text, int start, int end) {
   (void)start; (void)end;
   rl_attempted_completion_over = 1; /* never fall back to file names */
+  rl_completion_append_character = '\0'; /* `string` may go on with `.` */
   if (the_repl->running) return NULL;
   return rl_completion_matches(text, completion_generator);
 }
@@ -416,6 +441,9 @@ int mh_cmd_repl(int argc, char **argv) {
     rl_basic_word_break_characters = " \t\n\"\\'`@$><=;|&{(+-*/%^~#,[]";
     rl_attempted_completion_function = attempt_completion;
     using_history();
+    history_comment_char = '#';     /* timestamps delimit entries, so multi-line ones survive */
+    history_write_timestamps = 1;
+    history_multiline_entries = 1;
     stifle_history(HISTORY_SIZE);
     if (mh_host_ensure_data_dir(&r->host) == 0) {
       snprintf(r->history_path, sizeof r->history_path, "%s/repl_history", r->host.data_dir);
@@ -424,9 +452,11 @@ int mh_cmd_repl(int argc, char **argv) {
     printf("moonhive %s (%s) — :help for help, Ctrl-D to leave\n", MH_VERSION, LUA_RELEASE);
     install_readline(r);
   }
-  uv_poll_init(&r->loop, &r->stdin_poll, STDIN_FILENO);
+  r->pollable = uv_poll_init(&r->loop, &r->stdin_poll, STDIN_FILENO) == 0;
   r->stdin_poll.data = r;
-  uv_poll_start(&r->stdin_poll, UV_READABLE, on_stdin);
+  uv_idle_init(&r->loop, &r->stdin_idle);
+  r->stdin_idle.data = r;
+  start_input(r);
 
   while (!r->quit) uv_run(&r->loop, UV_RUN_DEFAULT);
   /* Let an evaluation in flight end before closing. */
@@ -438,8 +468,9 @@ int mh_cmd_repl(int argc, char **argv) {
     if (r->history_path[0]) write_history(r->history_path);
   }
   signal(SIGINT, SIG_DFL);
-  uv_poll_stop(&r->stdin_poll);
-  uv_close((uv_handle_t *)&r->stdin_poll, NULL);
+  stop_input(r);
+  if (r->pollable) uv_close((uv_handle_t *)&r->stdin_poll, NULL);
+  uv_close((uv_handle_t *)&r->stdin_idle, NULL);
   uv_close((uv_handle_t *)&r->interrupt_async, NULL);
   luaL_unref(r->vm->L, LUA_REGISTRYINDEX, r->env_ref);
   mh_host_close(&r->host);
