@@ -62,11 +62,11 @@ static void close_leftover(uv_handle_t *handle, void *arg) {
 }
 
 void mh_host_close(mh_host *host) {
+  mh_sched_close(host); /* first: runs still alive are cancelled and release their ops */
   if (host->http) {
     mh_http_shutdown(host->http);
     host->http = NULL;
   }
-  mh_sched_close(host);
   mh_timers_close(&host->timers);
   uv_run(host->loop, UV_RUN_DEFAULT);
   /* Anything still open is a bug elsewhere; close it rather than leak. */

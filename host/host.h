@@ -23,6 +23,7 @@ typedef struct mh_host {
   struct mh_run *ready_head, *ready_tail;
   unsigned long long next_run_id;
   int live_runs;                      /* runs started and not yet finished */
+  struct mh_run *runs;                /* those runs, so shutdown can cancel them */
   struct mh_http *http;               /* HTTP client, created on first use */
   volatile sig_atomic_t *interrupt;   /* set by a signal handler (REPL Ctrl-C); may be NULL */
   mh_limits limits;                   /* defaults for new sandboxes */

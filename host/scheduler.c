@@ -52,6 +52,8 @@ void mh_sched_init(mh_host *host) {
 }
 
 void mh_sched_close(mh_host *host) {
+  for (mh_run *run = host->runs; run; run = run->live_next) mh_run_cancel(run, MH_BREAK_CANCEL);
+  while (host->live_runs > 0) uv_run(host->loop, UV_RUN_ONCE);
   uv_idle_stop(&host->ready_idle);
   uv_close((uv_handle_t *)&host->ready_idle, NULL);
 }
@@ -131,6 +133,9 @@ mh_run *mh_run_start(mh_vm *vm, int nargs, mh_run_done_fn done, void *ud) {
     mh_timer_start(&vm->host->timers, &run->deadline, (vm->limits.deadline_ns + 999999) / 1000000);
   }
   vm->host->live_runs++;
+  run->live_next = vm->host->runs;
+  if (vm->host->runs) vm->host->runs->live_prev = run;
+  vm->host->runs = run;
   MH_DEBUG("run %llu start", run->id);
   ready_push(run);
   return run;
@@ -220,6 +225,9 @@ static void run_finish(mh_run *run, mh_run_state state) {
   family_leave(run);
   *mh_thread_flags(run->co) = 0;
   vm->host->live_runs--;
+  if (run->live_prev) run->live_prev->live_next = run->live_next;
+  else vm->host->runs = run->live_next;
+  if (run->live_next) run->live_next->live_prev = run->live_prev;
   MH_DEBUG("run %llu done %s", run->id, state_names[state]);
   if (run->done) run->done(run, run->done_ud);
   luaL_unref(vm->L, LUA_REGISTRYINDEX, run->co_ref);

@@ -70,6 +70,7 @@ struct mh_run {
   mh_run *parent;              /* the run that spawned this one (task.spawn), or NULL */
   mh_run *children;            /* runs this one spawned that are still alive */
   mh_run *sibling_prev, *sibling_next;
+  mh_run *live_prev, *live_next; /* in host->runs */
 };
 
 /* [-(nargs+1), +0, m] Starts a run of the function and arguments on top of
@@ -115,6 +116,8 @@ uintptr_t *mh_thread_flags(lua_State *L);
 
 /* Installs the idle handle that drains the ready queue. */
 void mh_sched_init(mh_host *host);
+/* Cancels every live run and turns the loop until all have ended, then
+ * closes the scheduler's handle. */
 void mh_sched_close(mh_host *host);
 
 #endif
