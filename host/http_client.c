@@ -22,6 +22,7 @@ typedef struct mh_http {
   CURL *pool[256];              /* easy handles kept for reuse */
   int pooled;
   long per_origin;              /* transfers in curl per origin; 0 = no cap */
+  char *ca_file;                /* MOONHIVE_CA_FILE, or NULL */
   struct mh_origin *origins[64];/* hash chains of origins with work */
 } mh_http;
 
@@ -236,6 +237,8 @@ mh_http *mh_http_client(mh_host *host) {
   curl_multi_setopt(http->multi, CURLMOPT_TIMERDATA, http);
   curl_multi_setopt(http->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
   mh_http_set_host_connections(http, MH_HTTP_MAX_HOST_CONNECTIONS);
+  const char *ca = getenv("MOONHIVE_CA_FILE");
+  if (ca && *ca) http->ca_file = strdup(ca);
   host->http = http;
   return http;
 }
@@ -288,6 +291,8 @@ void mh_http_abort(mh_http *http, mh_http_transfer *t) {
   origin_leave(http, t);
 }
 
+const char *mh_http_ca_file(mh_http *http) { return http->ca_file; }
+
 CURL *mh_http_easy_take(mh_http *http) {
   if (http->pooled > 0) {
     CURL *easy = http->pool[--http->pooled];
@@ -316,6 +321,8 @@ void mh_http_shutdown(mh_http *http) {
     }
   curl_multi_cleanup(http->multi);
   http->multi = NULL;
+  free(http->ca_file);
+  http->ca_file = NULL;
   while (http->watches) watch_release(http, http->watches);
   uv_timer_stop(&http->timer);
   uv_close((uv_handle_t *)&http->timer, client_closed);

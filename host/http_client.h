@@ -41,6 +41,9 @@ void mh_http_abort(struct mh_http *http, mh_http_transfer *t);
 CURL *mh_http_easy_take(struct mh_http *http);
 /* Gives an easy handle back to the pool (or cleans it up when the pool is full). */
 void mh_http_easy_give(struct mh_http *http, CURL *easy);
+/* Extra trusted CA bundle from MOONHIVE_CA_FILE (the host's setting, never a
+ * script's), or NULL. */
+const char *mh_http_ca_file(struct mh_http *http);
 /* Sets the per-host connection cap (0 = unlimited); for benchmarks. */
 void mh_http_set_host_connections(struct mh_http *http, long max);
 

@@ -521,6 +521,12 @@ static void configure(http_req *r, const request_args *a) {
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
   }
+  /* Over TLS, where HTTP/2 may be negotiated, wait for a connection that can
+   * multiplex rather than opening one per concurrent request. (Not for
+   * cleartext HTTP/2: Debian's libcurl 7.88 breaks streams that wait for a
+   * prior-knowledge connection with "Error in the HTTP2 framing layer".) */
+  if (strncasecmp(a->url, "https", 5) == 0) curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+  if (mh_http_ca_file(r->http)) curl_easy_setopt(e, CURLOPT_CAINFO, mh_http_ca_file(r->http));
   if (a->version && strcmp(a->version, "2") == 0)
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, strncasecmp(a->url, "https", 5) == 0
                      ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);

@@ -16,7 +16,7 @@ PACKAGES=(
   libssl-dev
   libreadline-dev
   lua-busted libcmocka-dev
-  curl wrk nghttp2-server
+  curl wrk nghttp2-server openssl
 )
 
 missing() {
