@@ -81,15 +81,7 @@ static void on_done(mh_run *run, void *ud) {
   out->finished = 1;
   if (run->state == MH_RUN_OK) {
     out->exit_code = 0;
-    if (out->print_results) {
-      size_t len;
-      int n;
-      const char *text = mh_eval_output(run, &len, &n);
-      if (n > 0) {
-        fwrite(text, 1, len, stdout);
-        fputc('\n', stdout);
-      }
-    }
+    if (out->print_results) mh_eval_print(run);
   } else {
     out->exit_code = 1;
     fflush(stdout);

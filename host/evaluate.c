@@ -2,6 +2,7 @@
  * shared by `moonhive eval` and the REPL. */
 #include "evaluate.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,4 +64,14 @@ const char *mh_eval_output(mh_run *run, size_t *len, int *nvalues) {
   }
   *nvalues = (int)lua_tointeger(run->co, -1);
   return lua_tolstring(run->co, -2, len);
+}
+
+void mh_eval_print(mh_run *run) {
+  size_t len;
+  int n;
+  const char *text = mh_eval_output(run, &len, &n);
+  if (n > 0) {
+    fwrite(text, 1, len, stdout);
+    fputc('\n', stdout);
+  }
 }

@@ -17,5 +17,7 @@ int mh_eval_compile(lua_State *L, const char *code, size_t len, const char *chun
 mh_run *mh_eval_start(mh_vm *vm, mh_run_done_fn done, void *ud);
 /* In a done callback of an OK eval run: the rendered values and their count. */
 const char *mh_eval_output(mh_run *run, size_t *len, int *nvalues);
+/* Writes the rendered values and a newline to stdout, when there are any. */
+void mh_eval_print(mh_run *run);
 
 #endif

@@ -124,13 +124,7 @@ static void on_eval_done(mh_run *run, void *ud) {
   r->running = NULL;
   r->interrupt_flag = 0;
   if (run->state == MH_RUN_OK) {
-    size_t len;
-    int n;
-    const char *text = mh_eval_output(run, &len, &n);
-    if (n > 0) {
-      fwrite(text, 1, len, stdout);
-      fputc('\n', stdout);
-    }
+    mh_eval_print(run);
   } else if (run->state == MH_RUN_CANCELLED) {
     fprintf(stderr, "interrupted\n");
   } else {
