@@ -33,6 +33,7 @@
 #include "sandbox.h"
 #include "scheduler.h"
 #include "sse.h"
+#include "stack_check.h"
 
 #define HIGH_WATER (1u << 20)
 #define MAX_HEADER_BYTES (256u << 10)
@@ -204,6 +205,7 @@ static const char *failure_message(http_req *r) {
 
 /* [-0, +1, m] headers of the last response as {name = value}; repeats joined by ", " */
 static void push_headers(lua_State *L, const mh_membuf *head) {
+  MH_STACK_BEGIN(L);
   lua_newtable(L);
   const char *p = head->data, *end = head->data + head->len;
   while (p && p < end) {
@@ -232,6 +234,7 @@ static void push_headers(lua_State *L, const mh_membuf *head) {
     }
     p = eol ? eol + 1 : NULL;
   }
+  MH_STACK_END(L, 1);
 }
 
 /* [-0, +(1|3), m] the final result of a request, then its release */

@@ -8,6 +8,7 @@
 #include "mod_task.h"
 #include "mod_time.h"
 #include "sandbox.h"
+#include "stack_check.h"
 
 static const char CACHE_KEY = 0; /* registry: name -> opened native module */
 
@@ -23,6 +24,7 @@ const char *const mh_native_names[] = {"http", "log", "task", "time", NULL};
 int mh_native_open(lua_State *L, const char *name) {
   for (size_t i = 0; i < sizeof natives / sizeof natives[0]; i++) {
     if (strcmp(natives[i].name, name) != 0) continue;
+    MH_STACK_BEGIN(L);
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CACHE_KEY) == LUA_TNIL) {
       lua_pop(L, 1);
       lua_newtable(L);
@@ -38,6 +40,7 @@ int mh_native_open(lua_State *L, const char *name) {
       lua_setfield(L, -3, name);
     }
     lua_remove(L, -2);                             /* mod */
+    MH_STACK_END(L, 1);
     return 1;
   }
   return 0;

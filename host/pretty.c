@@ -13,6 +13,8 @@
 
 #include <lauxlib.h>
 
+#include "stack_check.h"
+
 #define MAX_DEPTH 8
 #define MAX_ENTRIES_PER_TABLE 200
 #define MAX_ENTRIES_TOTAL 5000
@@ -160,6 +162,7 @@ static int has_nested_table(lua_State *L, int t) {
 
 static void emit_table(pretty *p, int t, int depth) {
   lua_State *L = p->L;
+  MH_STACK_BEGIN(L);
   lua_pushvalue(L, t);
   if (lua_rawget(L, p->seen) != LUA_TNIL) {
     lua_pop(L, 1);
@@ -225,6 +228,7 @@ static void emit_table(pretty *p, int t, int depth) {
   lua_pushvalue(L, t);
   lua_pushnil(L);
   lua_rawset(L, p->seen);
+  MH_STACK_END(L, 0);
 }
 
 static void emit_value(pretty *p, int idx, int depth, int raw_strings) {
@@ -265,6 +269,7 @@ static void join_parts(lua_State *L, int parts, int nparts) {
 
 void mh_pretty_push(lua_State *L, int idx, int raw_strings) {
   idx = lua_absindex(L, idx);
+  MH_STACK_BEGIN(L);
   pretty p = {L, 0, 0, 0, MAX_ENTRIES_TOTAL};
   lua_newtable(L);
   p.parts = lua_gettop(L);
@@ -274,6 +279,7 @@ void mh_pretty_push(lua_State *L, int idx, int raw_strings) {
   join_parts(L, p.parts, p.nparts);
   lua_replace(L, p.parts);
   lua_pop(L, 1); /* seen */
+  MH_STACK_END(L, 1);
 }
 
 int mh_pretty_values(lua_State *L) {

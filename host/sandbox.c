@@ -23,6 +23,7 @@
 #include "mod_time.h"
 #include "sb_string.h"
 #include "scheduler.h"
+#include "stack_check.h"
 #include "vm.h"
 
 static const char BASE_KEY = 0;      /* registry: the shared base table */
@@ -59,6 +60,7 @@ static int readonly_len(lua_State *L) {
 }
 
 void mh_sandbox_readonly(lua_State *L) {
+  MH_STACK_BEGIN(L);
   lua_newtable(L);                    /* target proxy */
   lua_createtable(L, 0, 5);           /* target proxy mt */
   lua_pushvalue(L, -3);
@@ -80,6 +82,7 @@ void mh_sandbox_readonly(lua_State *L) {
   lua_pushboolean(L, 1);
   lua_rawset(L, -3);                  /* readonly[proxy] = true */
   lua_pop(L, 1);                      /* proxy */
+  MH_STACK_END(L, 0);
 }
 
 static int is_readonly(lua_State *L, int idx) { /* [-0, +0, -] */
@@ -439,6 +442,7 @@ void mh_sandbox_open(lua_State *L) {
 }
 
 void mh_sandbox_new_env(lua_State *L) {
+  MH_STACK_BEGIN(L);
   lua_createtable(L, 0, 4);                          /* env */
   lua_rawgetp(L, LUA_REGISTRYINDEX, &ENV_MT_KEY);
   lua_setmetatable(L, -2);
@@ -447,4 +451,5 @@ void mh_sandbox_new_env(lua_State *L) {
   lua_pushvalue(L, -1);
   lua_pushcclosure(L, sb_load, 1);
   lua_setfield(L, -2, "load");                       /* load defaults to this env */
+  MH_STACK_END(L, 1);
 }
