@@ -461,6 +461,8 @@ static void read_args(lua_State *L, request_args *a) {
 
 /* Builds the header list; returns 0, or -1 when memory runs out. */
 static int build_headers(lua_State *L, http_req *r, const request_args *a) {
+  if (!a->body && !a->has_headers && a->mode != BODY_SSE) return 0; /* nothing to add */
+  /* "Expect:" stops curl's 100-continue round trip before large bodies. */
   struct curl_slist *list = curl_slist_append(NULL, "Expect:");
   if (list == NULL) return -1;
   if (a->mode == BODY_SSE) list = curl_slist_append(list, "Accept: text/event-stream");
