@@ -155,6 +155,14 @@ int mh_cmd_run(int argc, char **argv) {
   }
   /* arg = {[0] = file, ARGS...} in the script's environment; ARGS as `...` too */
   int nargs = argc - first - 1;
+  if (!lua_checkstack(L, nargs + 8)) {
+    fprintf(stderr, "moonhive: too many arguments\n");
+    lua_pop(L, 1);
+    mh_host_close(&host);
+    mh_vm_free(vm);
+    uv_loop_close(&loop);
+    return 2;
+  }
   lua_getupvalue(L, -1, 1);                  /* chunk env */
   lua_createtable(L, nargs, 1);
   for (int i = 0; i <= nargs; i++) {

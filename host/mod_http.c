@@ -12,9 +12,10 @@
  * ("connection refused", "timeout", "idle timeout", ...) and curl's detail.
  * A callback that returns false stops the transfer (res.aborted = true).
  *
- * Each request is an op (scheduler.h) owning one easy handle, its header
- * list, its buffers (charged to the sandbox's memory cap) and an idle timer;
- * req_release is its only release point and frees it. Data from libcurl's callbacks is
+ * Each request is an op (scheduler.h; its memory is a userdata Lua owns)
+ * holding one easy handle, its header list, its buffers (charged to the
+ * sandbox's memory cap) and an idle timer; req_release is the one place that
+ * lets them go. The continuation finds the request at stack slot REQ_SLOT. Data from libcurl's callbacks is
  * buffered there; the script's callbacks run later, in the continuation,
  * through lua_pcallk so they may themselves wait. A stream that outpaces its
  * callback is paused at a high-water mark and resumed once drained. */
@@ -35,6 +36,7 @@
 #include "sse.h"
 #include "stack_check.h"
 
+#define REQ_SLOT 3 /* stack: opts callback req */
 #define HIGH_WATER (1u << 20)
 #define MAX_HEADER_BYTES (256u << 10)
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000
@@ -70,6 +72,7 @@ static int request_k(lua_State *L, int status, lua_KContext ctx);
 /* ---- lifecycle ---- */
 
 static void req_release(http_req *r) {
+  if (r->op.released && r->xfer.easy == NULL) return;
   mh_op_detach(&r->op);
   if (r->xfer.easy) {
     mh_http_abort(r->http, &r->xfer);
@@ -83,7 +86,6 @@ static void req_release(http_req *r) {
   mh_membuf_free(&r->head);
   mh_sse_free(&r->sse);
   mh_timer_stop(r->timers, &r->idle_timer);
-  free(r);
 }
 
 static void req_cancel(mh_op *op) { req_release((http_req *)op); }
@@ -113,9 +115,11 @@ static void on_done(mh_http_transfer *t, CURLcode result) {
 static void on_idle_check(mh_timer *timer) {
   http_req *r = (http_req *)((char *)timer - offsetof(http_req, idle_timer));
   uint64_t now = uv_now(r->vm->host->loop), quiet = now - r->last_activity;
-  if (r->paused || r->in_callback || quiet < r->idle_ms) {
-    /* The script is the slow side, or data came meanwhile: look again later. */
-    uint64_t wait = (r->paused || r->in_callback) ? r->idle_ms : r->idle_ms - quiet;
+  if (r->xfer.queued) r->last_activity = now; /* not sent yet: not idle */
+  if (r->paused || r->in_callback || r->xfer.queued || quiet < r->idle_ms) {
+    /* The script is the slow side, the request waits its turn, or data came
+     * meanwhile: look again later. */
+    uint64_t wait = (r->paused || r->in_callback || r->xfer.queued) ? r->idle_ms : r->idle_ms - quiet;
     mh_timer_start(r->timers, timer, wait);
     return;
   }
@@ -340,8 +344,8 @@ static int request_step(lua_State *L, http_req *r) {
       lua_pushvalue(L, 2);
       lua_insert(L, -2);
       r->in_callback = 1;
-      int status = lua_pcallk(L, 1, 1, 0, (lua_KContext)r, request_k);
-      if (status != LUA_OK) return request_k(L, status, (lua_KContext)r);
+      int status = lua_pcallk(L, 1, 1, 0, REQ_SLOT, request_k);
+      if (status != LUA_OK) return request_k(L, status, REQ_SLOT);
       callback_returned(L, r);
       continue;
     }
@@ -351,12 +355,12 @@ static int request_step(lua_State *L, http_req *r) {
       continue;
     }
     if (r->done) return push_result(L, r);
-    return mh_op_wait(L, &r->op, request_k);
+    return mh_op_wait(L, &r->op, REQ_SLOT, request_k);
   }
 }
 
 static int request_k(lua_State *L, int status, lua_KContext ctx) {
-  http_req *r = (http_req *)ctx;
+  http_req *r = (http_req *)mh_op_at(L, (int)ctx);
   if (status != LUA_OK && status != LUA_YIELD) {
     /* The script's callback raised: stop the transfer, pass the error on. */
     r->in_callback = 0;
@@ -364,8 +368,12 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
     mh_sandbox_rethrow_if_broken(L, status);
     return lua_error(L);
   }
-  if (r->in_callback) callback_returned(L, r);       /* it waited, then returned */
-  else mh_op_resumed(L, &r->op);
+  if (r->in_callback) {                              /* it waited, then returned */
+    mh_op_check_owner(L, &r->op);                    /* ...in this run, while live */
+    callback_returned(L, r);
+  } else {
+    mh_op_resumed(L, &r->op);
+  }
   return request_step(L, r);
 }
 
@@ -383,8 +391,8 @@ static lua_Integer opt_ms(lua_State *L, const char *field, lua_Integer def) {
   int t = lua_getfield(L, 1, field);
   lua_Integer v = def;
   if (t != LUA_TNIL) {
-    if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) < 0)
-      luaL_error(L, "http: '%s' must be a number of milliseconds >= 0", field);
+    if (!lua_isnumber(L, -1) || !(lua_tonumber(L, -1) >= 0 && lua_tonumber(L, -1) <= 1e12))
+      luaL_error(L, "http: '%s' must be a number between 0 and 1e12", field);
     v = (lua_Integer)lua_tonumber(L, -1);
   }
   lua_pop(L, 1);
@@ -560,9 +568,10 @@ static int start_request(lua_State *L) {
     lua_pushliteral(L, "the HTTP client could not start");
     return 2;
   }
+  lua_settop(L, 1);
+  lua_getfield(L, 1, a.mode == BODY_SSE ? "sse" : "stream");  /* opts callback|nil */
+  http_req *r = mh_op_new(L, sizeof *r, &http_type);           /* opts callback req */
   /* Acquire: nothing below raises; every failure goes through req_release. */
-  http_req *r = calloc(1, sizeof *r);
-  if (r == NULL) return luaL_error(L, "http: out of memory");
   r->http = http;
   r->vm = vm;
   r->mode = a.mode;
@@ -573,7 +582,7 @@ static int start_request(lua_State *L) {
   r->xfer.done = on_done;
   r->timers = &vm->host->timers;
   mh_timer_init(&r->idle_timer, on_idle_check);
-  mh_op_attach(run, &r->op, &http_type);
+  mh_op_attach(run, &r->op);
   r->xfer.easy = mh_http_easy_take(http);
   const char *failed = NULL;
   if (r->xfer.easy == NULL || build_headers(L, r, &a) != 0) failed = "out of memory";
@@ -591,14 +600,17 @@ static int start_request(lua_State *L) {
     r->last_activity = uv_now(vm->host->loop);
     mh_timer_start(r->timers, &r->idle_timer, r->idle_ms);
   }
-  lua_settop(L, 1);
-  if (a.mode == BODY_SSE) lua_getfield(L, 1, "sse");
-  else lua_getfield(L, 1, "stream");               /* opts callback|nil */
-  return mh_op_wait(L, &r->op, request_k);
+  return mh_op_wait(L, &r->op, REQ_SLOT, request_k);
 }
+
+static void copy_options(lua_State *L, int idx);
 
 static int http_request(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
+  /* Read a raw copy: options behind __index could change between the checks
+   * and their use. */
+  copy_options(L, 1);
+  lua_replace(L, 1);
   lua_settop(L, 1);
   return start_request(L);
 }

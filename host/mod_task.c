@@ -41,6 +41,11 @@ struct task {
 
 static void task_unhold(lua_State *L, task *t) {
   if (--t->holders > 0) return;
+  /* Waiters collected in the same cycle must not reach back into t. */
+  for (task_waiter *w = t->waiters; w; w = w->next) {
+    w->task = NULL;
+    mh_op_detach(&w->op);
+  }
   luaL_unref(L, LUA_REGISTRYINDEX, t->results_ref);
   free(t);
 }
@@ -49,11 +54,14 @@ static void task_unhold(lua_State *L, task *t) {
 
 static void waiter_release(mh_op *op) {
   task_waiter *w = (task_waiter *)op;
+  if (op->released || w->task == NULL) {
+    mh_op_detach(op);
+    return;
+  }
   mh_op_detach(op);
   if (w->prev) w->prev->next = w->next;
   else w->task->waiters = w->next;
   if (w->next) w->next->prev = w->prev;
-  free(w);
 }
 
 static const mh_op_type wait_type = {"task.wait", waiter_release};
@@ -63,6 +71,7 @@ static int pack_results(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
   int n = (int)lua_tointeger(L, 2);
   lua_settop(L, 0);
+  luaL_checkstack(L, n + 2, "too many results");
   lua_createtable(L, n, 1);
   lua_xmove(co, L, n);
   for (int i = n; i >= 1; i--) lua_rawseti(L, 1, i);
@@ -139,7 +148,7 @@ static task *check_task(lua_State *L, int idx) {
 
 static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
-  task_waiter *w = (task_waiter *)ctx;
+  task_waiter *w = (task_waiter *)mh_op_at(L, (int)ctx);
   mh_op_resumed(L, &w->op); /* raises (after releasing w) if this run broke a limit */
   task *t = w->task;
   waiter_release(&w->op);
@@ -152,15 +161,15 @@ static int task_wait(lua_State *L) {
   if (t->finished) return push_outcome(L, t);
   mh_run *run = mh_async_begin(L, "task.wait");
   if (t->run == run) return luaL_error(L, "a task cannot wait for itself");
-  task_waiter *w = malloc(sizeof *w);
-  if (w == NULL) return luaL_error(L, "task.wait: out of memory");
+  lua_settop(L, 1);
+  task_waiter *w = mh_op_new(L, sizeof *w, &wait_type);   /* t op */
   w->task = t;
   w->prev = NULL;
   w->next = t->waiters;
   if (t->waiters) t->waiters->prev = w;
   t->waiters = w;
-  mh_op_attach(run, &w->op, &wait_type);
-  return mh_op_wait(L, &w->op, wait_k);
+  mh_op_attach(run, &w->op);
+  return mh_op_wait(L, &w->op, 2, wait_k);
 }
 
 /* ---- spawning ---- */
@@ -195,6 +204,7 @@ static int task_spawn(lua_State *L) {
   *box = t;
   lua_State *main = parent->vm->L;
   luaL_checkstack(L, n, "too many arguments");
+  if (!lua_checkstack(main, n + 8)) return luaL_error(L, "task.spawn: too many arguments");
   for (int i = 1; i <= n; i++) lua_pushvalue(L, i);
   lua_xmove(L, main, n);
   mh_run *child = mh_run_spawn(parent, n - 1, task_done, t);

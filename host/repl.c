@@ -288,7 +288,8 @@ static int lookup_field(lua_State *L, const char *key, size_t len) {
     }
     lua_pop(L, 1);
     if (!lua_getmetatable(L, -1)) break;
-    lua_getfield(L, -1, "__index");  /* raw enough: our metatables hold plain fields */
+    lua_pushliteral(L, "__index");   /* raw: completion must never run script code */
+    lua_rawget(L, -2);
     lua_remove(L, -2);
     lua_remove(L, -2);
   }
@@ -321,7 +322,8 @@ static void collect_keys(lua_State *L, const char *prefix, size_t plen, const ch
       if (!dup) add_completion(full);
     }
     if (!lua_getmetatable(L, -1)) break;
-    lua_getfield(L, -1, "__index");
+    lua_pushliteral(L, "__index");
+    lua_rawget(L, -2);
     lua_remove(L, -2);
     lua_remove(L, -2);
   }
@@ -361,7 +363,8 @@ static void build_completions(const char *text) {
       lua_pop(L, 1);
       lua_pushliteral(L, "");
       lua_getmetatable(L, -1);
-      lua_getfield(L, -1, "__index");
+      lua_pushliteral(L, "__index");
+      lua_rawget(L, -2);
       lua_remove(L, -2);
       lua_remove(L, -2);
       collect_keys(L, text, (size_t)(last - text) + 1, last + 1, strlen(last + 1));

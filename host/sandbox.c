@@ -22,6 +22,7 @@
 
 #include "mod_time.h"
 #include "sb_string.h"
+#include "sb_table.h"
 #include "scheduler.h"
 #include "stack_check.h"
 #include "vm.h"
@@ -247,6 +248,23 @@ static int sb_load(lua_State *L) {
   return 1;
 }
 
+/* string.rep(s, n [, sep]): Lua's own loops n times even when s and sep are
+ * empty (no memory to hit the cap); answer that case at once. */
+static int sb_string_rep(lua_State *L) {
+  size_t l, lsep;
+  luaL_checklstring(L, 1, &l);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_optlstring(L, 3, "", &lsep);
+  if (n <= 0 || l + lsep == 0) {
+    lua_pushliteral(L, "");
+    return 1;
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
+}
+
 /* ---- guarded require ---- */
 
 static int valid_module_name(const char *name) {
@@ -392,6 +410,9 @@ void mh_sandbox_open(lua_State *L) {
   lua_pushnil(L);
   lua_setfield(L, -2, "dump");
   mh_string_guard(L, lua_gettop(L));
+  lua_getfield(L, -1, "rep");
+  lua_pushcclosure(L, sb_string_rep, 1);
+  lua_setfield(L, -2, "rep");
   lua_pushliteral(L, "");
   lua_getmetatable(L, -1);                           /* base string "" mt */
   lua_pushvalue(L, -3);
@@ -402,6 +423,7 @@ void mh_sandbox_open(lua_State *L) {
   set_library(L, base, "string");
 
   open_std(L, luaopen_table);
+  mh_table_guard(L, -1);
   set_library(L, base, "table");
   open_std(L, luaopen_math);
   set_library(L, base, "math");

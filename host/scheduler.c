@@ -118,6 +118,12 @@ mh_run *mh_run_start(mh_vm *vm, int nargs, mh_run_done_fn done, void *ud) {
   run->co = lua_tothread(L, -2);
   run->co_ref = (int)lua_tointeger(L, -1);
   lua_pop(L, 2);
+  if (!lua_checkstack(run->co, nargs + 1)) {
+    luaL_unref(L, LUA_REGISTRYINDEX, run->co_ref);
+    free(run);
+    lua_pop(L, nargs + 1);
+    return NULL;
+  }
   lua_xmove(L, run->co, nargs + 1);
   *mh_thread_flags(run->co) = MH_THREAD_ROOT;
   run->vm = vm;
@@ -182,22 +188,30 @@ static int traceback_protected(lua_State *L) {
 }
 
 /* Builds run->error from the error object on top of co's stack. */
-static void describe_error(mh_run *run, int status) {
+/* Builds run->error from `message`, or else from the error object on top of
+ * co's stack, plus a traceback. Allocates nothing on co. */
+static void describe_error(mh_run *run, int status, const char *message) {
   mh_vm *vm = run->vm;
   lua_State *co = run->co;
   char buf[128], other[64];
   const char *msg;
-  if (run->broken == MH_BREAK_NONE && mh_vm_is_memory_error(co, status)) run->broken = MH_BREAK_MEMORY;
-  if (run->broken == MH_BREAK_MEMORY || (run->broken != MH_BREAK_NONE && lua_type(co, -1) != LUA_TSTRING)) {
+  if (!message && run->broken == MH_BREAK_NONE && mh_vm_is_memory_error(co, status)) run->broken = MH_BREAK_MEMORY;
+  if (message) {
+    msg = message;
+  } else if (run->broken == MH_BREAK_MEMORY || (run->broken != MH_BREAK_NONE && lua_type(co, -1) != LUA_TSTRING)) {
     msg = mh_break_message(vm, run->broken, buf, sizeof buf);
-  } else if (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER) {
+  } else if (lua_type(co, -1) == LUA_TSTRING) {
     msg = lua_tostring(co, -1);
+  } else if (lua_type(co, -1) == LUA_TNUMBER) {
+    if (lua_isinteger(co, -1)) snprintf(other, sizeof other, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(co, -1));
+    else snprintf(other, sizeof other, LUA_NUMBER_FMT, (LUAI_UACNUMBER)lua_tonumber(co, -1));
+    msg = other;
   } else {
     snprintf(other, sizeof other, "(error object is a %s value)", luaL_typename(co, -1));
     msg = other;
   }
   char *copy = strdup(msg);
-  /* Formatting needs a little memory even when the run hit the cap. */
+  /* The traceback needs a little memory even when the run hit the cap. */
   size_t saved_limit = vm->mem_limit;
   if (saved_limit) vm->mem_limit = vm->mem_used + MH_ERROR_HEADROOM;
   lua_State *L = vm->L;
@@ -223,7 +237,7 @@ static void run_finish(mh_run *run, mh_run_state state) {
   run->waiting = NULL;
   mh_timer_stop(&vm->host->timers, &run->deadline);
   family_leave(run);
-  *mh_thread_flags(run->co) = 0;
+  *mh_thread_flags(run->co) = MH_THREAD_ROOT; /* still: scripts may never resume it */
   vm->host->live_runs--;
   if (run->live_prev) run->live_prev->live_next = run->live_next;
   else vm->host->runs = run->live_next;
@@ -236,8 +250,8 @@ static void run_finish(mh_run *run, mh_run_state state) {
   free(run);
 }
 
-static void run_fail(mh_run *run, int status) {
-  describe_error(run, status);
+static void run_fail(mh_run *run, int status, const char *message) {
+  describe_error(run, status, message);
   run_finish(run, run->broken == MH_BREAK_CANCEL ? MH_RUN_CANCELLED : MH_RUN_ERROR);
 }
 
@@ -246,10 +260,9 @@ static void run_resume(mh_run *run, uint64_t *clock) {
   mh_vm *vm = run->vm;
   lua_State *co = run->co;
   if (run->broken != MH_BREAK_NONE && !run->started) {
-    /* Cancelled before it ever ran. */
-    lua_settop(co, 0);
-    lua_pushstring(co, "run cancelled");
-    run_fail(run, LUA_ERRRUN);
+    /* Stopped before it ever ran. */
+    char buf[96];
+    run_fail(run, LUA_ERRRUN, mh_break_message(vm, run->broken, buf, sizeof buf));
     return;
   }
   mh_vm_collect_if_near_cap(vm);
@@ -279,8 +292,7 @@ static void run_resume(mh_run *run, uint64_t *clock) {
       MH_DEBUG("run %llu yield %s", run->id, run->waiting->type->name);
       return;
     }
-    lua_pushliteral(co, "attempt to yield from outside a coroutine (use coroutine.wrap to make one)");
-    run_fail(run, LUA_ERRRUN);
+    run_fail(run, LUA_ERRRUN, "attempt to yield from outside a coroutine (use coroutine.wrap to make one)");
     return;
   }
   if (status == LUA_OK) {
@@ -288,7 +300,7 @@ static void run_resume(mh_run *run, uint64_t *clock) {
     run_finish(run, MH_RUN_OK);
     return;
   }
-  run_fail(run, status);
+  run_fail(run, status, NULL);
 }
 
 static void ready_drain(uv_idle_t *idle) {
@@ -326,8 +338,38 @@ mh_run *mh_async_begin(lua_State *L, const char *what) {
   return run;
 }
 
-void mh_op_attach(mh_run *run, mh_op *op, const mh_op_type *type) {
+static const char OP_MT = 0; /* registry: metatable of op userdata */
+
+/* __gc of an op: one collected while still attached is cancelled. */
+static int op_gc(lua_State *L) {
+  mh_op *op = lua_touserdata(L, 1);
+  if (op && !op->released && op->type) op->type->cancel(op);
+  return 0;
+}
+
+void *mh_op_new(lua_State *L, size_t size, const mh_op_type *type) {
+  mh_op *op = lua_newuserdatauv(L, size, 0);
+  memset(op, 0, size);
   op->type = type;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &OP_MT) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, op_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &OP_MT);
+  }
+  lua_setmetatable(L, -2);
+  return op;
+}
+
+mh_op *mh_op_at(lua_State *L, int idx) {
+  return lua_touserdata(L, idx);
+}
+
+void mh_op_attach(mh_run *run, mh_op *op) {
   op->run = run;
   op->prev = NULL;
   op->next = run->ops;
@@ -337,6 +379,7 @@ void mh_op_attach(mh_run *run, mh_op *op, const mh_op_type *type) {
 
 void mh_op_detach(mh_op *op) {
   mh_run *run = op->run;
+  op->released = 1;
   if (run == NULL) return;
   if (op->prev) op->prev->next = op->next;
   else run->ops = op->next;
@@ -346,10 +389,10 @@ void mh_op_detach(mh_op *op) {
   op->prev = op->next = NULL;
 }
 
-int mh_op_wait(lua_State *L, mh_op *op, lua_KFunction k) {
+int mh_op_wait(lua_State *L, mh_op *op, int op_idx, lua_KFunction k) {
   op->run->waiting = op;
   lua_pushlightuserdata(L, (void *)&mh_wait_sentinel);
-  return lua_yieldk(L, 1, (lua_KContext)op, k);
+  return lua_yieldk(L, 1, (lua_KContext)lua_absindex(L, op_idx), k);
 }
 
 void mh_op_wake(mh_op *op) {
@@ -357,9 +400,16 @@ void mh_op_wake(mh_op *op) {
   if (run && run->waiting == op && run->state == MH_RUN_WAITING) ready_push(run);
 }
 
+void mh_op_check_owner(lua_State *L, mh_op *op) {
+  if (op->released || op->run == NULL)
+    luaL_error(L, "this %s call was cancelled (its run ended or it could not wait)", op->type->name);
+  if (op->run != mh_run_current(L))
+    luaL_error(L, "a coroutine waiting in %s cannot be continued from another run", op->type->name);
+}
+
 void mh_op_resumed(lua_State *L, mh_op *op) {
+  mh_op_check_owner(L, op);
   mh_run *run = op->run;
-  if (run == NULL) luaL_error(L, "internal error: an async operation resumed after it was released");
   if (run->waiting == op) run->waiting = NULL;
   if (run->broken != MH_BREAK_NONE) {
     op->type->cancel(op); /* detaches and may free op: do not touch it after */

@@ -2,17 +2,20 @@
  *
  * A run is a coroutine of a vm with its own CPU budget and deadline. A native
  * async call (sleep, http) validates its arguments, calls mh_async_begin,
- * allocates its operation, links it with mh_op_attach and returns
- * mh_op_wait(...): the coroutine yields a private sentinel up to the scheduler.
- * The native's completion calls mh_op_wake; the scheduler later resumes the run
- * from its ready queue, and the native's continuation first calls
+ * creates its operation with mh_op_new (a userdata pushed on its own stack),
+ * links it with mh_op_attach and returns mh_op_wait(...): the coroutine yields
+ * a private sentinel up to the scheduler. The native's completion calls
+ * mh_op_wake; the scheduler later resumes the run from its ready queue, and
+ * the native's continuation finds the op again at its stack slot, calls
  * mh_op_resumed (which raises if the run was cancelled or broke a limit while
- * waiting) and then pushes its results.
+ * waiting, or if the op was released meanwhile) and pushes its results.
  *
- * Ownership: the native owns its op's memory. The scheduler owns the link: when
- * a run ends, every op still attached is cancelled through its type's cancel
- * hook, which must detach it (mh_op_detach) and guarantee no later callback
- * touches the run. */
+ * Ownership: Lua owns an op's memory (the userdata), so a continuation that
+ * runs late — a coroutine resumed after its run ended — finds a released op,
+ * never freed memory. The native owns what the op holds (timers, curl handles,
+ * buffers) and frees it in its type's cancel hook, which must call
+ * mh_op_detach. The scheduler owns the link: when a run ends, every op still
+ * attached is cancelled; an op collected while attached is cancelled too. */
 #ifndef MH_SCHED_H
 #define MH_SCHED_H
 
@@ -35,6 +38,7 @@ struct mh_op {
   const mh_op_type *type;
   mh_run *run;                 /* NULL once detached */
   mh_op *prev, *next;          /* in run->ops */
+  int released;                /* detached for good: its native work is over */
 };
 
 typedef enum {
@@ -94,18 +98,27 @@ int mh_raise_broken(lua_State *L, mh_run *run);
 /* For natives. [-0, +0, v] Checks that L may wait (inside a run, yieldable,
  * no limit broken) and returns the run; raises a clear error naming `what`. */
 mh_run *mh_async_begin(lua_State *L, const char *what);
+/* [-0, +1, m] Pushes a new op of `size` bytes (starting with its mh_op) as a
+ * userdata and returns it zeroed, typed and not yet attached. */
+void *mh_op_new(lua_State *L, size_t size, const mh_op_type *type);
+/* The op in the userdata at stack index idx (a continuation's ctx). */
+mh_op *mh_op_at(lua_State *L, int idx);
 /* Links an op to a run (no raising). */
-void mh_op_attach(mh_run *run, mh_op *op, const mh_op_type *type);
-/* Unlinks an op from its run; safe to call twice. */
+void mh_op_attach(mh_run *run, mh_op *op);
+/* Unlinks an op from its run and marks it released; safe to call twice. */
 void mh_op_detach(mh_op *op);
-/* [-0, +0, -] Yields L until mh_op_wake(op); `k` continues with ctx = op.
- * Use as `return mh_op_wait(L, op, k);`. */
-int mh_op_wait(lua_State *L, mh_op *op, lua_KFunction k);
+/* [-0, +0, -] Yields L until mh_op_wake(op); `k` continues with ctx = the
+ * op's stack index (op_idx). Use as `return mh_op_wait(L, op, op_idx, k);`. */
+int mh_op_wait(lua_State *L, mh_op *op, int op_idx, lua_KFunction k);
 /* Marks an op complete (or progressed): resumes its run if it waits on it. */
 void mh_op_wake(mh_op *op);
 /* [-0, +0, v] Call first in a continuation: raises (after cancelling op) if
- * the run was cancelled or broke a limit while waiting. */
+ * the run was cancelled or broke a limit while waiting; raises if the op was
+ * released or belongs to another run (a coroutine resumed elsewhere). */
 void mh_op_resumed(lua_State *L, mh_op *op);
+/* [-0, +0, v] The checks of mh_op_resumed without the limit: the op is still
+ * live and belongs to the run executing L. */
+void mh_op_check_owner(lua_State *L, mh_op *op);
 
 /* The sentinel value natives yield; coroutine wrappers pass it outward. */
 extern const char mh_wait_sentinel;

@@ -196,8 +196,11 @@ static int load_chunk(lua_State *L, const struct load_request *req, int env_idx)
     lua_pop(L, 1);
     char size[32];
     mh_format_size(vm->mem_limit, size, sizeof size);
+    size_t saved = vm->mem_limit; /* room for the message itself */
+    if (saved) vm->mem_limit = vm->mem_used + MH_ERROR_HEADROOM;
     lua_pushfstring(L, "%s: memory limit of %s exceeded while loading",
                     req->chunkname + (req->chunkname[0] == '@' || req->chunkname[0] == '='), size);
+    vm->mem_limit = saved;
   }
   return status;
 }

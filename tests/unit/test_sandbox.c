@@ -51,6 +51,12 @@ static const escape_case escapes[] = {
   {"pairs over a library lists it", "local n = 0 for k in pairs(math) do n = n + 1 end return n > 20", "true", NULL},
   {"#library via proxy", "return #table", "0", NULL},
   {"top-level yield is an error", "coroutine.yield(1)", NULL, "attempt to yield from outside a coroutine"},
+  {"string.rep of nothing is instant", "return #string.rep('', 1e15), #string.rep('', 1e15, '')", "0\t0", NULL},
+  {"table functions keep their meaning",
+   "local t = {1, 2, 3} table.insert(t, 2, 9) table.insert(t, 5) local r = table.remove(t, 1) "
+   "return r, table.concat(t, ','), table.concat(table.move({1, 2, 3}, 1, 3, 2), ',')", "1\t9,2,3,5\t1,1,2,3", NULL},
+  {"table.insert position checked", "table.insert({}, 5, 1)", NULL, "position out of bounds"},
+  {"error with a number", "error(12345.5)", NULL, "12345.5"},
 };
 
 static void test_escapes(void **state) {
@@ -113,6 +119,11 @@ static const bomb_case bombs[] = {
   {"recursion through table.sort", "local function f() local t = {3, 2, 1} table.sort(t, function(a, b) f() return a < b end) end f()",
    "overflow"},
   {"recursion through coroutines", "local function f() return coroutine.wrap(f)() end return f()", "overflow"},
+  {"table.move over a huge empty range", "table.move({}, 1, 1e12, 1)", "CPU budget exceeded"},
+  {"table.insert behind a lying __len",
+   "local t = setmetatable({}, {__len = function() return 1e12 end}) table.insert(t, 1, 'x')", "CPU budget exceeded"},
+  {"table.remove behind a lying __len",
+   "local t = setmetatable({}, {__len = function() return 1e12 end}) table.remove(t, 1)", "CPU budget exceeded"},
 };
 
 /* Does text contain one of the '|'-separated phrases? */

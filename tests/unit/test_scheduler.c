@@ -206,6 +206,39 @@ static void test_runs_in_several_sandboxes(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* Regressions from review: a coroutine whose wait was cancelled, or whose
+ * run ended, can never continue on a released operation. */
+static void test_released_waits_stay_released(void **state) {
+  (void)state;
+  outcome o;
+  eval_fresh(NULL,
+             "local co = coroutine.create(function() sleep(10) return 'woke' end) "
+             "local ok1 = pcall(table.sort, {1, 2, 3}, function(a, b) coroutine.resume(co) return a < b end) "
+             "local ok2, err = coroutine.resume(co) return ok1, ok2, err", &o);
+  if (o.state != MH_RUN_OK) fail_msg("%s", o.error);
+  assert_non_null(strstr(o.output, "false\tfalse\t"));
+  assert_non_null(strstr(o.output, "cancelled"));
+  outcome_clear(&o);
+  /* a coroutine parked in another (finished) run's sleep */
+  eval_fresh(NULL,
+             "local X local t = task.spawn(function() X = coroutine.create(function() "
+             "  local inner = coroutine.wrap(function() sleep(100000) end) inner() end) "
+             "  coroutine.resume(X) end) "
+             "sleep(20) t:cancel() t:wait() "
+             "return coroutine.resume(X)", &o);
+  if (o.state != MH_RUN_OK) fail_msg("%s", o.error);
+  assert_non_null(strstr(o.output, "false\t"));
+  outcome_clear(&o);
+  /* many arguments and results cross into tasks and runs */
+  eval_fresh(NULL,
+             "local t = {} for i = 1, 3000 do t[i] = i end "
+             "local a = task.spawn(function(...) return select('#', ...) end, table.unpack(t)) "
+             "local b = task.spawn(function() return table.unpack(t) end) "
+             "return select(2, a:wait()), select('#', b:wait())", &o);
+  assert_ok_output(&o, "3000\t3001");
+  outcome_clear(&o);
+}
+
 static void test_tasks(void **state) {
   (void)state;
   outcome o;
@@ -263,6 +296,7 @@ int main(void) {
     cmocka_unit_test(test_errors_carry_file_and_line),
     cmocka_unit_test(test_runs_in_several_sandboxes),
     cmocka_unit_test(test_tasks),
+    cmocka_unit_test(test_released_waits_stay_released),
     cmocka_unit_test(test_children_end_with_their_parent),
   };
   cmocka_set_message_output(CM_OUTPUT_TAP);

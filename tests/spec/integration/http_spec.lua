@@ -532,6 +532,57 @@ describe("http module", function()
     end)
   end)
 
+  describe("regressions", function()
+    it("a coroutine that yielded inside a stream callback cannot continue after its run ended", function()
+      local v = value_of([[
+        local X
+        task.spawn(function()
+          X = coroutine.create(function()
+            http.request{url = U .. "/chunked?n=5&size=10&delay=10", stream = function() coroutine.yield() end}
+          end)
+          coroutine.resume(X)
+        end):wait()
+        local ok, err = coroutine.resume(X)
+        emit({ok = ok, err = tostring(err)})
+      ]])
+      assert.is_false(v.ok)
+      assert.matches("cancelled", v.err, 1, true)
+    end)
+
+    it("options are read raw, once: __index cannot change them between check and use", function()
+      local v = value_of([[
+        local calls = 0
+        local opts = setmetatable({url = U .. "/echo"}, {__index = function(_, k)
+          calls = calls + 1
+          if k == "headers" then
+            if calls == 1 then return {["X-A"] = "ok"} end
+            return {["X-A"] = "ok\r\nX-Injected: yes"}
+          end
+        end})
+        local r = assert(http.request(opts))
+        emit({injected = r.body:find("x-injected", 1, true) ~= nil, has_a = r.body:find('"x-a"', 1, true) ~= nil,
+              calls = calls})
+      ]])
+      assert.same({injected = false, has_a = false, calls = 0}, v)
+    end)
+
+    it("a request waiting its turn behind the per-origin cap is not idle", function()
+      local v = value_of([[
+        local ts = {}
+        for i = 1, 70 do
+          ts[i] = task.spawn(function()
+            local r, e = http.get(U .. "/chunked?n=3&size=10&delay=100", {idle_timeout = 250})
+            return r and r.status or e
+          end)
+        end
+        local seen = {}
+        for i = 1, 70 do local _, v = task.wait(ts[i]) seen[tostring(v)] = (seen[tostring(v)] or 0) + 1 end
+        emit(seen)
+      ]])
+      assert.same({["200"] = 70}, v)
+    end)
+  end)
+
   describe("concurrency and connections", function()
     it("1000 concurrent requests from 1000 tasks all succeed over at most 64 connections", function()
       local v = value_of([[
