@@ -140,7 +140,8 @@ static int sb_setmetatable(lua_State *L) {
   if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
     return luaL_error(L, "cannot change a protected metatable");
   if (t == LUA_TTABLE) {
-    if (lua_getfield(L, 2, "__gc") != LUA_TNIL)
+    lua_pushliteral(L, "__gc");
+    if (lua_rawget(L, 2) != LUA_TNIL) /* raw, as Lua itself looks for __gc */
       return luaL_error(L, "__gc metamethods are not available in the sandbox (use __close)");
     lua_pop(L, 1);
   }

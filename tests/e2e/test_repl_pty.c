@@ -401,6 +401,23 @@ static void test_tab_completion(void **state) {
   term_finish(t, CTRL_D);
 }
 
+/* Completion reads metatables raw: an __index function is never called
+ * (it would run script code outside any run, with no limits). */
+static void test_completion_runs_no_script_code(void **state) {
+  term *t = &((fixture *)*state)->t;
+  term_line(t, "calls = 0 x = setmetatable({}, setmetatable({}, {__index = function(t, k) "
+               "calls = calls + 1 error('boom') end}))");
+  EXPECT_PROMPT(t);
+  term_send(t, "x.");
+  EXPECT(t, "x.");
+  term_send(t, "\t");
+  term_send(t, "\x15"); /* Ctrl-U: drop the line */
+  term_line(t, "calls");
+  EXPECT_LINE(t, "0");
+  EXPECT_PROMPT(t);
+  term_finish(t, CTRL_D);
+}
+
 static void test_help_and_quit(void **state) {
   term *t = &((fixture *)*state)->t;
   term_line(t, ":help");
@@ -699,6 +716,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_history_multiline, setup, teardown),
     cmocka_unit_test_setup_teardown(test_piped_long_input, setup_dir_only, teardown),
     cmocka_unit_test_setup_teardown(test_stdin_from_file, setup_dir_only, teardown),
+    cmocka_unit_test_setup_teardown(test_completion_runs_no_script_code, setup, teardown),
   };
   cmocka_set_message_output(CM_OUTPUT_TAP);
   return cmocka_run_group_tests(tests, NULL, NULL);

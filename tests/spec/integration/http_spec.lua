@@ -571,7 +571,7 @@ describe("http module", function()
         local ts = {}
         for i = 1, 70 do
           ts[i] = task.spawn(function()
-            local r, e = http.get(U .. "/chunked?n=3&size=10&delay=100", {idle_timeout = 250})
+            local r, e = http.get(U .. "/chunked?n=4&size=10&delay=200", {idle_timeout = 500})
             return r and r.status or e
           end)
         end
