@@ -582,7 +582,7 @@ static int start_request(lua_State *L) {
   r->xfer.done = on_done;
   r->timers = &vm->host->timers;
   mh_timer_init(&r->idle_timer, on_idle_check);
-  mh_op_attach(run, &r->op);
+  mh_op_attach(run, &r->op, NULL);
   r->xfer.easy = mh_http_easy_take(http);
   const char *failed = NULL;
   if (r->xfer.easy == NULL || build_headers(L, r, &a) != 0) failed = "out of memory";

@@ -41,27 +41,23 @@ struct task {
 
 static void task_unhold(lua_State *L, task *t) {
   if (--t->holders > 0) return;
-  /* Waiters collected in the same cycle must not reach back into t. */
-  for (task_waiter *w = t->waiters; w; w = w->next) {
-    w->task = NULL;
-    mh_op_detach(&w->op);
-  }
+  /* (A waiter holds the handle on its stack, so none is left here.) */
   luaL_unref(L, LUA_REGISTRYINDEX, t->results_ref);
   free(t);
 }
 
 /* ---- waiting ---- */
 
+/* The one release point of a waiter: unlink, detach, free. */
 static void waiter_release(mh_op *op) {
   task_waiter *w = (task_waiter *)op;
-  if (op->released || w->task == NULL) {
-    mh_op_detach(op);
-    return;
-  }
   mh_op_detach(op);
-  if (w->prev) w->prev->next = w->next;
-  else w->task->waiters = w->next;
-  if (w->next) w->next->prev = w->prev;
+  if (w->task) {
+    if (w->prev) w->prev->next = w->next;
+    else w->task->waiters = w->next;
+    if (w->next) w->next->prev = w->prev;
+  }
+  free(w);
 }
 
 static const mh_op_type wait_type = {"task.wait", waiter_release};
@@ -148,7 +144,7 @@ static task *check_task(lua_State *L, int idx) {
 
 static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
-  task_waiter *w = (task_waiter *)mh_op_at(L, (int)ctx);
+  task_waiter *w = (task_waiter *)ctx;
   mh_op_resumed(L, &w->op); /* raises (after releasing w) if this run broke a limit */
   task *t = w->task;
   waiter_release(&w->op);
@@ -161,15 +157,15 @@ static int task_wait(lua_State *L) {
   if (t->finished) return push_outcome(L, t);
   mh_run *run = mh_async_begin(L, "task.wait");
   if (t->run == run) return luaL_error(L, "a task cannot wait for itself");
-  lua_settop(L, 1);
-  task_waiter *w = mh_op_new(L, sizeof *w, &wait_type);   /* t op */
+  task_waiter *w = calloc(1, sizeof *w);
+  if (w == NULL) return luaL_error(L, "task.wait: out of memory");
   w->task = t;
   w->prev = NULL;
   w->next = t->waiters;
   if (t->waiters) t->waiters->prev = w;
   t->waiters = w;
-  mh_op_attach(run, &w->op);
-  return mh_op_wait(L, &w->op, 2, wait_k);
+  mh_op_attach(run, &w->op, &wait_type);
+  return mh_op_wait(L, &w->op, (lua_KContext)w, wait_k);
 }
 
 /* ---- spawning ---- */

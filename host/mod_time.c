@@ -16,11 +16,13 @@ typedef struct sleep_op {
   mh_timers *timers;
 } sleep_op;
 
-/* The one release point of a sleep: detach and stop (Lua owns the memory). */
+/* The one release point of a sleep: detach, stop, free. Its continuation can
+ * only run while it lives (scheduler.h, "Ownership"). */
 static void sleep_release(mh_op *op) {
   sleep_op *s = (sleep_op *)op;
   mh_op_detach(op);
   mh_timer_stop(s->timers, &s->timer);
+  free(s);
 }
 
 static const mh_op_type sleep_type = {"sleep", sleep_release};
@@ -33,7 +35,7 @@ static void sleep_fired(mh_timer *timer) {
 /* [-0, +0, v] continuation: the timer fired (or the run broke a limit) */
 static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
-  sleep_op *s = (sleep_op *)mh_op_at(L, (int)ctx);
+  sleep_op *s = (sleep_op *)ctx;
   mh_op_resumed(L, &s->op); /* raises (after releasing s) if the run broke a limit */
   sleep_release(&s->op);
   return 0;
@@ -44,14 +46,16 @@ int mh_time_sleep(lua_State *L) {
   lua_Number ms = luaL_checknumber(L, 1);
   luaL_argcheck(L, ms >= 0 && ms <= 1e12, 1, "milliseconds between 0 and 1e12 expected");
   mh_run *run = mh_async_begin(L, "sleep");
-  lua_settop(L, 1);
-  sleep_op *s = mh_op_new(L, sizeof *s, &sleep_type);   /* ms op */
+  sleep_op *s = calloc(1, sizeof *s);
+  if (s == NULL) return luaL_error(L, "sleep: out of memory");
   s->timers = &run->vm->host->timers;
   mh_timer_init(&s->timer, sleep_fired);
-  if (mh_timer_start(s->timers, &s->timer, (uint64_t)(ms + 0.5)) != 0)
+  if (mh_timer_start(s->timers, &s->timer, (uint64_t)(ms + 0.5)) != 0) {
+    free(s);
     return luaL_error(L, "sleep: out of memory");
-  mh_op_attach(run, &s->op);
-  return mh_op_wait(L, &s->op, 2, sleep_k);
+  }
+  mh_op_attach(run, &s->op, &sleep_type);
+  return mh_op_wait(L, &s->op, (lua_KContext)s, sleep_k);
 }
 
 /* time.now() -> seconds since the epoch, with microseconds [-0, +1, -] */

@@ -21,6 +21,7 @@
 static const char *cannot_resume(lua_State *L, lua_State *co) {
   uintptr_t flags = *mh_thread_flags(co);
   if (flags & MH_THREAD_ROOT) return "cannot resume a run's own coroutine";
+  if (flags & MH_THREAD_DEAD) return "cannot resume a coroutine whose async call was cancelled";
   if (flags & MH_THREAD_BLOCKED) return "cannot resume a coroutine that is waiting for an async call";
   if (co == L) return "cannot resume non-suspended coroutine";
   switch (lua_status(co)) {
@@ -78,6 +79,8 @@ static int pass_wait_outward(lua_State *L, lua_State *co, lua_KFunction k) {
       run->waiting = NULL;
       op->type->cancel(op);
     }
+    /* The coroutine stays suspended inside the cancelled call: it must never run again. */
+    *mh_thread_flags(co) |= MH_THREAD_DEAD;
     return luaL_error(L, "an async call inside this coroutine cannot wait: the coroutine was "
                          "resumed from a metamethod, iterator or other C function");
   }
@@ -179,7 +182,7 @@ static int co_close(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
   luaL_argexpected(L, co, 1, "coroutine");
   uintptr_t flags = *mh_thread_flags(co);
-  if (flags & (MH_THREAD_ROOT | MH_THREAD_BLOCKED))
+  if (flags & (MH_THREAD_ROOT | MH_THREAD_BLOCKED | MH_THREAD_DEAD))
     return luaL_error(L, "cannot close a coroutine that is running or waiting for an async call");
   lua_pushvalue(L, lua_upvalueindex(1));  /* Lua's own close */
   lua_insert(L, 1);

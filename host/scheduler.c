@@ -369,7 +369,9 @@ mh_op *mh_op_at(lua_State *L, int idx) {
   return lua_touserdata(L, idx);
 }
 
-void mh_op_attach(mh_run *run, mh_op *op) {
+void mh_op_attach(mh_run *run, mh_op *op, const mh_op_type *type) {
+  if (type) op->type = type;
+  op->released = 0;
   op->run = run;
   op->prev = NULL;
   op->next = run->ops;
@@ -389,10 +391,10 @@ void mh_op_detach(mh_op *op) {
   op->prev = op->next = NULL;
 }
 
-int mh_op_wait(lua_State *L, mh_op *op, int op_idx, lua_KFunction k) {
+int mh_op_wait(lua_State *L, mh_op *op, lua_KContext ctx, lua_KFunction k) {
   op->run->waiting = op;
   lua_pushlightuserdata(L, (void *)&mh_wait_sentinel);
-  return lua_yieldk(L, 1, (lua_KContext)lua_absindex(L, op_idx), k);
+  return lua_yieldk(L, 1, ctx, k);
 }
 
 void mh_op_wake(mh_op *op) {

@@ -2,20 +2,24 @@
  *
  * A run is a coroutine of a vm with its own CPU budget and deadline. A native
  * async call (sleep, http) validates its arguments, calls mh_async_begin,
- * creates its operation with mh_op_new (a userdata pushed on its own stack),
- * links it with mh_op_attach and returns mh_op_wait(...): the coroutine yields
- * a private sentinel up to the scheduler. The native's completion calls
- * mh_op_wake; the scheduler later resumes the run from its ready queue, and
- * the native's continuation finds the op again at its stack slot, calls
+ * creates its operation, links it with mh_op_attach and returns
+ * mh_op_wait(...): the coroutine yields a private sentinel up to the
+ * scheduler. The native's completion calls mh_op_wake; the scheduler later
+ * resumes the run from its ready queue, and the native's continuation calls
  * mh_op_resumed (which raises if the run was cancelled or broke a limit while
  * waiting, or if the op was released meanwhile) and pushes its results.
  *
- * Ownership: Lua owns an op's memory (the userdata), so a continuation that
- * runs late — a coroutine resumed after its run ended — finds a released op,
- * never freed memory. The native owns what the op holds (timers, curl handles,
- * buffers) and frees it in its type's cancel hook, which must call
- * mh_op_detach. The scheduler owns the link: when a run ends, every op still
- * attached is cancelled; an op collected while attached is cancelled too. */
+ * Ownership. An op whose continuation can only run while the op is alive
+ * (sleep, task.wait: the waiting coroutine is marked blocked, and a blocked
+ * coroutine is never resumed by scripts again once its wait is cancelled)
+ * may live in host memory that its cancel hook frees. An op that calls back
+ * into script code (http's stream callbacks, inside which a script may yield
+ * its coroutine and resume it much later) lives in a userdata from
+ * mh_op_new, so a late continuation finds a released op, never freed memory.
+ * The native owns what the op holds (timers, curl handles, buffers) and lets
+ * it go in its type's cancel hook, which must call mh_op_detach. The
+ * scheduler owns the link: when a run ends, every op still attached is
+ * cancelled; a Lua-owned op collected while attached is cancelled too. */
 #ifndef MH_SCHED_H
 #define MH_SCHED_H
 
@@ -98,18 +102,19 @@ int mh_raise_broken(lua_State *L, mh_run *run);
 /* For natives. [-0, +0, v] Checks that L may wait (inside a run, yieldable,
  * no limit broken) and returns the run; raises a clear error naming `what`. */
 mh_run *mh_async_begin(lua_State *L, const char *what);
-/* [-0, +1, m] Pushes a new op of `size` bytes (starting with its mh_op) as a
- * userdata and returns it zeroed, typed and not yet attached. */
+/* [-0, +1, m] Pushes a new Lua-owned op of `size` bytes (starting with its
+ * mh_op) as a userdata and returns it zeroed, typed and not yet attached. */
 void *mh_op_new(lua_State *L, size_t size, const mh_op_type *type);
-/* The op in the userdata at stack index idx (a continuation's ctx). */
+/* The Lua-owned op in the userdata at stack index idx. */
 mh_op *mh_op_at(lua_State *L, int idx);
-/* Links an op to a run (no raising). */
-void mh_op_attach(mh_run *run, mh_op *op);
+/* Links an op to a run (no raising); type is set for host-memory ops. */
+void mh_op_attach(mh_run *run, mh_op *op, const mh_op_type *type);
 /* Unlinks an op from its run and marks it released; safe to call twice. */
 void mh_op_detach(mh_op *op);
-/* [-0, +0, -] Yields L until mh_op_wake(op); `k` continues with ctx = the
- * op's stack index (op_idx). Use as `return mh_op_wait(L, op, op_idx, k);`. */
-int mh_op_wait(lua_State *L, mh_op *op, int op_idx, lua_KFunction k);
+/* [-0, +0, -] Yields L until mh_op_wake(op); `k` continues with ctx (the op
+ * itself for host-memory ops, its stack index for Lua-owned ones).
+ * Use as `return mh_op_wait(L, op, ctx, k);`. */
+int mh_op_wait(lua_State *L, mh_op *op, lua_KContext ctx, lua_KFunction k);
 /* Marks an op complete (or progressed): resumes its run if it waits on it. */
 void mh_op_wake(mh_op *op);
 /* [-0, +0, v] Call first in a continuation: raises (after cancelling op) if
@@ -125,6 +130,7 @@ extern const char mh_wait_sentinel;
 /* Thread flags in the lua_State extra space. */
 #define MH_THREAD_ROOT    ((uintptr_t)1)  /* a run's own coroutine */
 #define MH_THREAD_BLOCKED ((uintptr_t)2)  /* waiting on a native op further down */
+#define MH_THREAD_DEAD    ((uintptr_t)4)  /* its wait was cancelled: never resumable again */
 uintptr_t *mh_thread_flags(lua_State *L);
 
 /* Installs the idle handle that drains the ready queue. */
