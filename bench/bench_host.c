@@ -6,7 +6,8 @@
  *             ratio of the ideal 100 ms, peak RSS per run
  *   http      keep-alive GETs to a local server through the `http` module
  *             beside the same libcurl-multi-on-libuv transport driven from
- *             plain C (no Lua): requests/s, CPU µs per request, the ratio;
+ *             plain C (no Lua; it keeps each response's headers and body, as
+ *             the module does): requests/s, CPU µs per request, the ratio;
  *             and the curve of CPU per request by concurrency, capped and not
  *
  * Usage: bench_host [PORT]   (http figures need the test server on PORT)
@@ -196,22 +197,46 @@ static void sleepers_once(mh_host *host, double out[2]) {
 
 /* ---- HTTP ---- */
 
+/* The plain client keeps what the http module hands back: the header lines
+ * and the body of each response, in buffers reused across its requests. */
+typedef struct plain_buf { char *data; size_t len, cap; } plain_buf;
+
+static size_t keep(char *p, size_t s, size_t n, void *ud) {
+  plain_buf *b = ud;
+  size_t add = s * n;
+  if (b->len + add > b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 256;
+    while (cap < b->len + add) cap *= 2;
+    char *grown = realloc(b->data, cap);
+    if (!grown) return 0;
+    b->data = grown;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, p, add);
+  b->len += add;
+  return add;
+}
+
 typedef struct plain_client {
   mh_http_transfer xfer;
   struct mh_http *http;
   int left;
   int *finished;
   const char *url;
+  plain_buf head, body;
 } plain_client;
-
-static size_t discard(char *p, size_t s, size_t n, void *ud) { (void)p; (void)ud; return s * n; }
 
 static void plain_done(mh_http_transfer *t, CURLcode rc) {
   plain_client *c = (plain_client *)t;
   if (rc != CURLE_OK) fprintf(stderr, "bench: plain transfer failed: %s\n", curl_easy_strerror(rc));
+  long status = 0;
+  curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+  if (status != 200 || c->body.len != 12) fprintf(stderr, "bench: plain transfer got %ld, %zu bytes\n", status, c->body.len);
+  c->head.len = c->body.len = 0;
   if (--c->left > 0) mh_http_start(c->http, &c->xfer, c->url);
   else (*c->finished)++;
 }
+
 
 /* The same transport with no Lua: clients issue `per` sequential GETs. */
 static void plain_http(mh_host *host, const char *url, int clients, int per, double *cpu_per_req, double *rps) {
@@ -227,7 +252,10 @@ static void plain_http(mh_host *host, const char *url, int clients, int per, dou
     cs[i].xfer.done = plain_done;
     cs[i].xfer.easy = curl_easy_init();
     curl_easy_setopt(cs[i].xfer.easy, CURLOPT_URL, url);
-    curl_easy_setopt(cs[i].xfer.easy, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(cs[i].xfer.easy, CURLOPT_WRITEFUNCTION, keep);
+    curl_easy_setopt(cs[i].xfer.easy, CURLOPT_WRITEDATA, &cs[i].body);
+    curl_easy_setopt(cs[i].xfer.easy, CURLOPT_HEADERFUNCTION, keep);
+    curl_easy_setopt(cs[i].xfer.easy, CURLOPT_HEADERDATA, &cs[i].head);
     curl_easy_setopt(cs[i].xfer.easy, CURLOPT_NOSIGNAL, 1L);
     mh_http_start(http, &cs[i].xfer, url);
   }
@@ -235,7 +263,11 @@ static void plain_http(mh_host *host, const char *url, int clients, int per, dou
   double wall = now_us() - t0, cpu = cpu_us() - c0;
   *cpu_per_req = cpu / (clients * per);
   *rps = clients * per / (wall / 1e6);
-  for (int i = 0; i < clients; i++) curl_easy_cleanup(cs[i].xfer.easy);
+  for (int i = 0; i < clients; i++) {
+    curl_easy_cleanup(cs[i].xfer.easy);
+    free(cs[i].head.data);
+    free(cs[i].body.data);
+  }
   free(cs);
 }
 
@@ -263,6 +295,13 @@ static void lua_http(mh_host *host, const char *url, int clients, int per, doubl
 static void bench_http(mh_host *host, int port) {
   char url[128];
   snprintf(url, sizeof url, "http://127.0.0.1:%d/hello", port);
+  if (getenv("BENCH_HTTP_PROFILE")) { /* one small round of each, for a profiler */
+    double cpu, rps;
+    plain_http(host, url, 100, 2, &cpu, &rps);
+    lua_http(host, url, 200, 10, &cpu, &rps);
+    plain_http(host, url, 200, 10, &cpu, &rps);
+    return;
+  }
   enum { REPS = 9 };
   double lua_cpu[REPS], lua_rps[REPS], c_cpu[REPS], c_rps[REPS], ratio[REPS];
   /* warm the connection cache once */

@@ -532,6 +532,20 @@ describe("http module", function()
     end)
   end)
 
+  describe("default request headers", function()
+    it("sends no User-Agent or Accept-Encoding unless asked", function()
+      local v = value_of([[
+        local plain = assert(http.get(U .. "/echo")).body
+        local asked = assert(http.get(U .. "/echo", {compressed = true, headers = {["User-Agent"] = "me/1"}})).body
+        emit({plain_ua = plain:find('"user-agent"', 1, true) ~= nil,
+              plain_ae = plain:find('"accept-encoding"', 1, true) ~= nil,
+              ua = asked:match('"user%-agent":"([^"]*)"'),
+              ae = asked:find('"accept-encoding":"[^"]*gzip', 1) ~= nil})
+      ]])
+      assert.same({plain_ua = false, plain_ae = false, ua = "me/1", ae = true}, v)
+    end)
+  end)
+
   describe("regressions", function()
     it("a coroutine that yielded inside a stream callback cannot continue after its run ended", function()
       local v = value_of([[
