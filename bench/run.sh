@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # run.sh — `make bench`: starts the local test server and prints the host's
 # figures (bench/bench_host.c). Numbers are medians of several repetitions.
+# With two or more cores the server and the benchmark are pinned to different
+# cores (taskset), so they do not steal each other's CPU time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build/release}
-coproc SERVER { exec "$BUILD/tools/testserver" --port 0; }
+server_pin=() bench_pin=()
+if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
+  server_pin=(taskset -c 1) bench_pin=(taskset -c 0)
+fi
+coproc SERVER { exec "${server_pin[@]}" "$BUILD/tools/testserver" --port 0; }
 read -r _ port <&"${SERVER[0]}"
 trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n 16384 2>/dev/null || true
-echo "moonhive bench ($(nproc) cores; test server on port $port)"
-"$BUILD/bench/bench_host" "$port"
+echo "moonhive bench ($(nproc) cores; test server on port $port${server_pin:+, server on core 1, bench on core 0})"
+"${bench_pin[@]}" "$BUILD/bench/bench_host" "$port"
