@@ -14,7 +14,7 @@ WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 CFLAGS    ?= -O2 -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -DMH_VERSION='"$(VERSION)"' $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) \
              -MMD -MP -Ihost $(shell pkg-config --cflags-only-I $(PKGS) 2>/dev/null)
-LDLIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm -lutil
+LDLIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm -lutil
 
 ifeq ($(SANITIZE),1)
 BUILD        := build/sanitize
