@@ -331,7 +331,14 @@ void mh_run_cancel(mh_run *run, mh_break reason) {
 mh_run *mh_async_begin(lua_State *L, const char *what) {
   mh_run *run = mh_run_current(L);
   if (run == NULL) luaL_error(L, "%s can only be called while a script runs", what);
-  mh_vm_check_limits(L);
+  /* A broken limit or an interrupt stops the run here; the clock-based
+   * limits are the hook's and the deadline timer's job (no clock read per call). */
+  mh_host *host = run->vm->host;
+  if (run->broken == MH_BREAK_NONE && host->interrupt && *host->interrupt) {
+    *host->interrupt = 0;
+    run->broken = MH_BREAK_CANCEL;
+  }
+  if (run->broken != MH_BREAK_NONE) mh_raise_broken(L, run);
   if (!lua_isyieldable(L))
     luaL_error(L, "%s cannot wait here: it was called from a metamethod, iterator, sort "
                   "comparator or module body; call it from plain script code", what);
