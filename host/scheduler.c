@@ -265,7 +265,7 @@ static void run_resume(mh_run *run, uint64_t *clock) {
     run_fail(run, LUA_ERRRUN, mh_break_message(vm, run->broken, buf, sizeof buf));
     return;
   }
-  mh_vm_collect_if_near_cap(vm);
+  mh_vm_collect_if_near_cap(vm, vm->L);
 #ifdef MH_STACK_CHECKS
   int main_top = lua_gettop(vm->L);
 #endif

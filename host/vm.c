@@ -51,10 +51,10 @@ mh_vm *mh_vm_of(lua_State *L) {
   return ud;
 }
 
-void mh_vm_collect_if_near_cap(mh_vm *vm) {
+void mh_vm_collect_if_near_cap(mh_vm *vm, lua_State *L) {
   size_t cap = vm->mem_limit;
   if (cap && vm->mem_used > cap - cap / 8 && vm->mem_used > vm->gc_floor + cap / 8) {
-    lua_gc(vm->L, LUA_GCCOLLECT);
+    lua_gc(L, LUA_GCCOLLECT); /* on the running thread, as Lua's own collections */
     vm->gc_floor = vm->mem_used;
   }
 }
@@ -68,7 +68,7 @@ int mh_vm_is_memory_error(lua_State *L, int status) {
 
 static void count_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
-  mh_vm_collect_if_near_cap(mh_vm_of(L));
+  mh_vm_collect_if_near_cap(mh_vm_of(L), L);
   mh_vm_check_limits(L);
 }
 

@@ -63,7 +63,7 @@ int mh_vm_charge(mh_vm *vm, ptrdiff_t delta);
  * without the emergency collection other allocations get, so garbage left
  * by a failed run could otherwise make a big string fail. Called at safe
  * points: before a resume and from the count hook. */
-void mh_vm_collect_if_near_cap(mh_vm *vm);
+void mh_vm_collect_if_near_cap(mh_vm *vm, lua_State *L);
 /* Is the error object on top of L the one a refused allocation raises? */
 int mh_vm_is_memory_error(lua_State *L, int status);
 
