@@ -15,7 +15,7 @@ PACKAGES=(
   libhiredis-dev redis-server
   libssl-dev
   libreadline-dev
-  lua-busted libcmocka-dev
+  lua-busted libcmocka-dev libcjson-dev
   curl wrk nghttp2-server openssl
 )
 
