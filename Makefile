@@ -6,7 +6,7 @@
 PREFIX    ?= /usr/local
 CC        ?= cc
 BUILD     ?= build/release
-PKGS      := lua5.4 libuv libcurl readline
+PKGS      := lua5.4 libuv libcurl readline lua5.4-cjson
 VERSION   := 0.1.0
 
 WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -97,9 +97,10 @@ bench: deps-check $(BIN) $(TOOL_BIN) $(BENCH_BIN)
 	@BUILD=$(BUILD) bench/run.sh
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/moonhive/stdlib
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/moonhive/stdlib $(DESTDIR)$(PREFIX)/share/moonhive/lua
 	install -m 755 moonhive $(DESTDIR)$(PREFIX)/bin/moonhive
 	cp -R stdlib/. $(DESTDIR)$(PREFIX)/share/moonhive/stdlib/
+	cp -R lua/. $(DESTDIR)$(PREFIX)/share/moonhive/lua/
 
 clean:
 	rm -rf build moonhive

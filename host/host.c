@@ -11,18 +11,20 @@
 
 #include "mod_http.h"
 #include "scheduler.h"
+#include "vm.h"
 
 static int is_dir(const char *path) {
   struct stat st;
   return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* stdlib/ next to the binary (a checkout), else ../share/moonhive/stdlib
- * (an install), else MOONHIVE_STDLIB when set. */
-static void find_stdlib(mh_host *host) {
-  const char *env = getenv("MOONHIVE_STDLIB");
+/* A folder of Lua files shipped with moonhive: `name` next to the binary (a
+ * checkout's build output is two levels down), else ../share/moonhive/name
+ * (an install), else the environment variable when set. */
+static void find_shipped_dir(const char *name, const char *env_name, char *out, size_t outlen) {
+  const char *env = getenv(env_name);
   if (env && *env) {
-    snprintf(host->stdlib_dir, sizeof host->stdlib_dir, "%s", env);
+    snprintf(out, outlen, "%s", env);
     return;
   }
   char exe[PATH_MAX];
@@ -31,12 +33,26 @@ static void find_stdlib(mh_host *host) {
   char *slash = strrchr(exe, '/');
   if (slash == NULL) return;
   *slash = '\0';
-  char candidate[PATH_MAX + 32];
-  static const char *const forms[] = {"%s/stdlib", "%s/../../stdlib", "%s/../share/moonhive/stdlib"};
+  char candidate[PATH_MAX + 64];
+  static const char *const forms[] = {"%s/%s", "%s/../../%s", "%s/../share/moonhive/%s"};
   for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
-    snprintf(candidate, sizeof candidate, forms[i], exe);
-    if (is_dir(candidate) && realpath(candidate, host->stdlib_dir)) return;
+    snprintf(candidate, sizeof candidate, forms[i], exe, name);
+    if (is_dir(candidate) && outlen >= PATH_MAX && realpath(candidate, out)) return;
   }
+}
+
+/* Provider keys are read once into host memory. Subprocesses the host starts
+ * get an empty environment, and scripts cannot read the environment. */
+static void read_secrets(mh_host *host) {
+  static const char *const names[] = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"};
+  for (int i = 0; i < 2; i++) {
+    const char *v = getenv(names[i]);
+    host->secrets[i] = v && *v ? strdup(v) : NULL;
+  }
+}
+
+const char *mh_host_secret(mh_host *host, mh_secret_id id) {
+  return host->secrets[id];
 }
 
 int mh_host_init(mh_host *host, uv_loop_t *loop) {
@@ -45,7 +61,9 @@ int mh_host_init(mh_host *host, uv_loop_t *loop) {
   mh_limits_default(&host->limits);
   mh_timers_init(&host->timers, loop);
   mh_sched_init(host);
-  find_stdlib(host);
+  find_shipped_dir("stdlib", "MOONHIVE_STDLIB", host->stdlib_dir, sizeof host->stdlib_dir);
+  find_shipped_dir("lua", "MOONHIVE_RUNTIME", host->runtime_dir, sizeof host->runtime_dir);
+  read_secrets(host);
   const char *data = getenv("MOONHIVE_DATA");
   snprintf(host->data_dir, sizeof host->data_dir, "%s", data && *data ? data : ".moonhive");
   return 0;
@@ -63,6 +81,15 @@ static void close_leftover(uv_handle_t *handle, void *arg) {
 
 void mh_host_close(mh_host *host) {
   mh_sched_close(host); /* first: runs still alive are cancelled and release their ops */
+  if (host->runtime) {
+    mh_vm_free(host->runtime);
+    host->runtime = NULL;
+  }
+  for (int i = 0; i < 2; i++) {
+    if (host->secrets[i]) explicit_bzero(host->secrets[i], strlen(host->secrets[i]));
+    free(host->secrets[i]);
+    host->secrets[i] = NULL;
+  }
   if (host->http) {
     mh_http_shutdown(host->http);
     host->http = NULL;

@@ -28,6 +28,9 @@ typedef struct mh_host {
   volatile sig_atomic_t *interrupt;   /* set by a signal handler (REPL Ctrl-C); may be NULL */
   mh_limits limits;                   /* defaults for new sandboxes */
   char stdlib_dir[PATH_MAX];          /* where guarded require finds stdlib/ */
+  char runtime_dir[PATH_MAX];         /* the trusted runtime's Lua files (lua/) */
+  struct mh_vm *runtime;              /* the trusted runtime state, created on first use */
+  char *secrets[2];                   /* provider API keys, read once from the environment; never in Lua */
   char data_dir[PATH_MAX];            /* $MOONHIVE_DATA or ./.moonhive */
 } mh_host;
 
@@ -35,6 +38,12 @@ typedef struct mh_host {
 int mh_host_init(mh_host *host, uv_loop_t *loop);
 /* Closes every handle the host owns and runs the loop until they are closed. */
 void mh_host_close(mh_host *host);
+/* Providers whose keys the host may hold (index into host->secrets). */
+typedef enum { MH_SECRET_OPENAI = 0, MH_SECRET_ANTHROPIC = 1 } mh_secret_id;
+/* The key for a provider, or NULL. Only C code (the http module, when the
+ * trusted runtime asks for `auth`) ever reads it. */
+const char *mh_host_secret(mh_host *host, mh_secret_id id);
+
 /* Creates the data directory if needed; returns 0 or -1 (errno set). */
 int mh_host_ensure_data_dir(mh_host *host);
 

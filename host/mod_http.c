@@ -59,6 +59,7 @@ typedef struct http_req {
   int divert;             /* SSE requested but the answer is an error: keep it as body */
   int first_byte_seen;
   size_t max_body;
+  const char *secret;     /* the key C attached (trusted runtime's `auth`), to scrub from answers */
   mh_membuf body, pending, head;
   mh_sse sse;
   uint64_t idle_ms, last_activity;
@@ -178,6 +179,19 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud) {
   return n;
 }
 
+/* Overwrites every copy of the secret in buf: a server that echoes the key
+ * (a misconfigured proxy, a mock) must not hand it to Lua. */
+static void scrub(const char *secret, char *buf, size_t len) {
+  if (secret == NULL || buf == NULL) return;
+  size_t kl = strlen(secret);
+  if (kl == 0 || len < kl) return;
+  char *p = buf, *end = buf + len;
+  while ((p = memmem(p, (size_t)(end - p), secret, kl)) != NULL) {
+    memset(p, '*', kl);
+    p += kl;
+  }
+}
+
 /* ---- results ---- */
 
 static const char *failure_message(http_req *r) {
@@ -252,6 +266,8 @@ static int push_result(lua_State *L, http_req *r) {
   }
   long status = 0, version = 0;
   char *url = NULL;
+  scrub(r->secret, r->body.data, r->body.len);
+  scrub(r->secret, r->head.data, r->head.len);
   curl_easy_getinfo(r->xfer.easy, CURLINFO_RESPONSE_CODE, &status);
   curl_easy_getinfo(r->xfer.easy, CURLINFO_HTTP_VERSION, &version);
   curl_easy_getinfo(r->xfer.easy, CURLINFO_EFFECTIVE_URL, &url);
@@ -321,6 +337,7 @@ static int next_sse_event(lua_State *L, http_req *r) {
 /* [-0, +1, m] pushes the next value for the script's callback; 0 if none */
 static int next_delivery(lua_State *L, http_req *r) {
   if (r->aborted || r->pending.len == 0) return 0;
+  scrub(r->secret, r->pending.data, r->pending.len);
   if (r->mode == BODY_SSE) return next_sse_event(L, r);
   lua_pushlstring(L, r->pending.data, r->pending.len);
   r->pending.len = 0;
@@ -380,7 +397,8 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
 /* ---- starting a request ---- */
 
 typedef struct request_args {
-  const char *url, *method, *body, *version;
+  const char *url, *method, *body, *version, *auth_header;
+  const char *secret;
   size_t body_len;
   lua_Integer timeout_ms, connect_timeout_ms, idle_timeout_ms, max_body;
   int follow, has_headers, compressed;
@@ -430,6 +448,22 @@ static void read_args(lua_State *L, request_args *a) {
     if (n == 0) luaL_error(L, "http: method must not be empty");
   }
   a->body = opt_string(L, "body", &a->body_len);
+  const char *auth = opt_string(L, "auth", &n);
+  if (auth) {
+    mh_vm *vm = mh_vm_of(L);
+    if (!vm->trusted) luaL_error(L, "http: 'auth' is not available to sandboxed scripts");
+    if (strcmp(auth, "openai") == 0) {
+      a->secret = mh_host_secret(vm->host, MH_SECRET_OPENAI);
+      a->auth_header = "Authorization: Bearer ";
+    } else if (strcmp(auth, "anthropic") == 0) {
+      a->secret = mh_host_secret(vm->host, MH_SECRET_ANTHROPIC);
+      a->auth_header = "x-api-key: ";
+    } else {
+      luaL_error(L, "http: unknown auth '%s'", auth);
+    }
+    if (a->secret == NULL) luaL_error(L, "no API key for %s (set %s)", auth,
+                                      auth[0] == 'o' ? "OPENAI_API_KEY" : "ANTHROPIC_API_KEY");
+  }
   a->version = opt_string(L, "http_version", &n);
   if (a->version && strcmp(a->version, "1.1") != 0 && strcmp(a->version, "2") != 0)
     luaL_error(L, "http: http_version must be \"1.1\" or \"2\"");
@@ -472,11 +506,30 @@ static void read_args(lua_State *L, request_args *a) {
 
 /* Builds the header list; returns 0, or -1 when memory runs out. */
 static int build_headers(lua_State *L, http_req *r, const request_args *a) {
-  if (!a->body && !a->has_headers && a->mode != BODY_SSE) return 0; /* nothing to add */
+  if (!a->body && !a->has_headers && a->mode != BODY_SSE && !a->secret) return 0; /* nothing to add */
   /* "Expect:" stops curl's 100-continue round trip before large bodies. */
   struct curl_slist *list = curl_slist_append(NULL, "Expect:");
   if (list == NULL) return -1;
   if (a->mode == BODY_SSE) list = curl_slist_append(list, "Accept: text/event-stream");
+  if (list && a->secret) {
+    /* The key goes from host memory into curl's header list only. */
+    size_t hl = strlen(a->auth_header), kl = strlen(a->secret);
+    char *line = malloc(hl + kl + 1);
+    if (line == NULL) {
+      curl_slist_free_all(list);
+      return -1;
+    }
+    memcpy(line, a->auth_header, hl);
+    memcpy(line + hl, a->secret, kl + 1);
+    struct curl_slist *grown = curl_slist_append(list, line);
+    explicit_bzero(line, hl + kl);
+    free(line);
+    if (grown == NULL) {
+      curl_slist_free_all(list);
+      return -1;
+    }
+    list = grown;
+  }
   if (a->has_headers) {
     lua_getfield(L, 1, "headers");
     lua_pushnil(L);
@@ -582,6 +635,7 @@ static int start_request(lua_State *L) {
   r->mode = a.mode;
   r->max_body = a.max_body > 0 ? (size_t)a.max_body : (size_t)-1;
   r->idle_ms = (uint64_t)a.idle_timeout_ms;
+  r->secret = a.secret;
   r->body.charge_to = r->pending.charge_to = r->head.charge_to = vm;
   mh_sse_init(&r->sse, vm);
   r->xfer.done = on_done;

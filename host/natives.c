@@ -3,27 +3,36 @@
  * so `require "http"` and the global `http` are the same table. */
 #include <string.h>
 
+#include "mod_host.h"
 #include "mod_http.h"
+#include "mod_llm.h"
 #include "mod_log.h"
 #include "mod_task.h"
 #include "mod_time.h"
 #include "sandbox.h"
+#include "vm.h"
 #include "stack_check.h"
 
 static const char CACHE_KEY = 0; /* registry: name -> opened native module */
 
-static const struct { const char *name; lua_CFunction open; } natives[] = {
-  {"http", luaopen_mh_http},
-  {"log", luaopen_mh_log},
-  {"task", luaopen_mh_task},
-  {"time", luaopen_mh_time},
+int luaopen_cjson(lua_State *L); /* lua-cjson (Debian's liblua5.4-cjson) */
+
+static const struct { const char *name; lua_CFunction open; int trusted_only; } natives[] = {
+  {"http", luaopen_mh_http, 0},
+  {"llm", luaopen_mh_llm, 0},
+  {"log", luaopen_mh_log, 0},
+  {"task", luaopen_mh_task, 0},
+  {"time", luaopen_mh_time, 0},
+  {"cjson", luaopen_cjson, 1},   /* its buffers live outside the sandbox's cap */
+  {"host", luaopen_mh_host, 1},
 };
 
-const char *const mh_native_names[] = {"http", "log", "task", "time", NULL};
+const char *const mh_native_names[] = {"http", "llm", "log", "task", "time", NULL};
 
 int mh_native_open(lua_State *L, const char *name) {
   for (size_t i = 0; i < sizeof natives / sizeof natives[0]; i++) {
     if (strcmp(natives[i].name, name) != 0) continue;
+    if (natives[i].trusted_only && !mh_vm_of(L)->trusted) return 0;
     MH_STACK_BEGIN(L);
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CACHE_KEY) == LUA_TNIL) {
       lua_pop(L, 1);

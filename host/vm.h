@@ -29,6 +29,7 @@ typedef struct mh_vm {
   mh_limits limits;        /* per-run limits for runs of this vm */
   struct mh_run *current;  /* the run executing now, or NULL */
   char *script_dir;        /* folder of the defining script: guarded require looks here */
+  int trusted;             /* the host's runtime state (runtime.h), not a sandbox */
   mh_output_fn print;      /* where print() goes; default stdout */
   void *print_ud;
 } mh_vm;

@@ -1,0 +1,112 @@
+/* copy.c — deep copies of plain Lua values between states (see copy.h).
+ *
+ * The copy runs inside lua_pcall on the destination, so running out of
+ * memory there is an error value, not a longjmp through the caller; the
+ * source is only read (raw gets, lua_next), which never allocates. */
+#include "copy.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+typedef struct copy_job {
+  lua_State *from;
+  int idx;
+  int items;
+  char path[160];
+  const char *why;       /* set when the value cannot be copied */
+} copy_job;
+
+/* [-0, +1, e] copies from->stack[idx] onto L (the destination) */
+static void copy_one(copy_job *job, lua_State *L, int idx, int depth) {
+  lua_State *from = job->from;
+  if (++job->items > MH_COPY_MAX_ITEMS) {
+    job->why = "too many values";
+    luaL_error(L, "copy");
+  }
+  switch (lua_type(from, idx)) {
+    case LUA_TNIL: lua_pushnil(L); return;
+    case LUA_TBOOLEAN: lua_pushboolean(L, lua_toboolean(from, idx)); return;
+    case LUA_TNUMBER:
+      if (lua_isinteger(from, idx)) lua_pushinteger(L, lua_tointeger(from, idx));
+      else lua_pushnumber(L, lua_tonumber(from, idx));
+      return;
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(from, idx, &len);
+      lua_pushlstring(L, s, len);
+      return;
+    }
+    case LUA_TTABLE: break;
+    default:
+      job->why = lua_typename(from, lua_type(from, idx));
+      luaL_error(L, "copy");
+  }
+  if (depth >= MH_COPY_MAX_DEPTH) {
+    job->why = "nested too deeply (or a cycle)";
+    luaL_error(L, "copy");
+  }
+  if (!lua_checkstack(from, 4)) {
+    job->why = "no stack space";
+    luaL_error(L, "copy");
+  }
+  luaL_checkstack(L, 4, "copy");
+  idx = lua_absindex(from, idx);
+  lua_createtable(L, (int)lua_rawlen(from, idx), 0);
+  lua_pushnil(from);
+  while (lua_next(from, idx)) {               /* from: key value */
+    int kt = lua_type(from, -2);
+    if (kt != LUA_TSTRING && kt != LUA_TNUMBER && kt != LUA_TBOOLEAN) {
+      lua_pop(from, 2);
+      job->why = "a table key that is not a string, number or boolean";
+      luaL_error(L, "copy");
+    }
+    size_t mark = strlen(job->path);
+    if (kt == LUA_TSTRING && mark < sizeof job->path - 2)
+      snprintf(job->path + mark, sizeof job->path - mark, ".%s", lua_tostring(from, -2));
+    else if (kt == LUA_TNUMBER && lua_isinteger(from, -2) && mark < sizeof job->path - 2)
+      snprintf(job->path + mark, sizeof job->path - mark, "[%lld]", (long long)lua_tointeger(from, -2));
+    copy_one(job, L, -2, depth + 1);          /* L: t key */
+    copy_one(job, L, -1, depth + 1);          /* L: t key value */
+    lua_rawset(L, -3);
+    job->path[mark] = '\0';
+    lua_pop(from, 1);                         /* from: key */
+  }
+}
+
+/* [-0, +1, e] lua_pcall target on the destination */
+static int copy_protected(lua_State *L) {
+  copy_job *job = lua_touserdata(L, 1);
+  lua_pop(L, 1);
+  copy_one(job, L, job->idx, 0);
+  return 1;
+}
+
+int mh_copy_value(lua_State *from, int idx, lua_State *to, char *err, size_t errlen) {
+  copy_job job;
+  job.from = from;
+  job.idx = lua_absindex(from, idx);
+  job.items = 0;
+  job.path[0] = '\0';
+  job.why = NULL;
+  int top = lua_gettop(from);
+  if (!lua_checkstack(to, 3)) {
+    snprintf(err, errlen, "cannot copy: no stack space");
+    return -1;
+  }
+  lua_pushcfunction(to, copy_protected);
+  lua_pushlightuserdata(to, &job);
+  int status = lua_pcall(to, 1, 1, 0);
+  lua_settop(from, top);                      /* an error may leave keys behind */
+  if (status == LUA_OK) return 0;
+  lua_pop(to, 1);
+  if (job.why)
+    snprintf(err, errlen, "cannot copy value%s%s: %s", job.path[0] ? " at " : "", job.path + (job.path[0] == '.'),
+             strcmp(job.why, "function") == 0 || strcmp(job.why, "userdata") == 0 || strcmp(job.why, "thread") == 0
+               ? (job.why[0] == 'f' ? "a function cannot cross" : job.why[0] == 'u' ? "userdata cannot cross" : "a coroutine cannot cross")
+               : job.why);
+  else
+    snprintf(err, errlen, "cannot copy value: %s", status == LUA_ERRMEM ? "out of memory" : "error");
+  return -1;
+}

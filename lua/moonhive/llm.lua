@@ -1,0 +1,94 @@
+-- moonhive.llm — model calls on behalf of sandboxed scripts (trusted runtime).
+--
+-- Entry points, called by host/mod_llm.c as runs of the runtime state:
+--   chat(request, emit) -> result | nil, message
+--   embed(request, emit) -> {vectors = {...}, usage=, model=, provider=} | nil, message
+-- `emit(delta)` hands a streamed piece ({content = "..."} or
+-- {tool_call = {index=, id=, name=, arguments = "<fragment>"}}) to the
+-- script; it returns false once the script is gone.
+--
+-- A model is named "provider/model" ("openai/gpt-4o-mini",
+-- "anthropic/claude-3-5-haiku-latest", "mock/default"). Without one:
+-- MOONHIVE_MODEL, else OpenAI when its key is set, else Anthropic when its key
+-- is set, else mock/default (with a one-line notice). Keys never enter Lua:
+-- providers ask http for `auth = "openai"` and C attaches the key.
+
+local host = require "host"
+local retry = require "moonhive.retry"
+local pricing = require "moonhive.pricing"
+
+local _M = {}
+
+local providers = {
+  openai = require "moonhive.providers.openai",
+  anthropic = require "moonhive.providers.anthropic",
+  mock = require "moonhive.providers.mock",
+}
+
+local warned_mock = false
+
+-- The provider and model for a request.
+function _M.resolve_model(name)
+  name = name or host.env("MOONHIVE_MODEL")
+  if not name then
+    if host.has_key("openai") then name = "openai/gpt-4o-mini"
+    elseif host.has_key("anthropic") then name = "anthropic/claude-3-5-haiku-latest"
+    else
+      if not warned_mock then
+        warned_mock = true
+        log.warn("no model named and no provider key set: using mock/default (set MOONHIVE_MODEL or OPENAI_API_KEY)")
+      end
+      name = "mock/default"
+    end
+  end
+  local provider, model = name:match("^([%w_-]+)/(.+)$")
+  if not provider then
+    return nil, ("model '%s' must be written provider/model (openai/..., anthropic/..., mock/...)"):format(name)
+  end
+  if not providers[provider] then
+    return nil, ("unknown provider '%s' in model '%s' (openai, anthropic or mock)"):format(provider, name)
+  end
+  return providers[provider], model, provider
+end
+
+local function check_request(req)
+  if type(req.messages) ~= "table" or #req.messages == 0 then
+    return "llm.chat: 'messages' must be a non-empty list of {role=, content=}"
+  end
+  for i, m in ipairs(req.messages) do
+    if type(m) ~= "table" or type(m.role) ~= "string" then
+      return ("llm.chat: messages[%d] needs a role"):format(i)
+    end
+  end
+  if req.tools ~= nil and type(req.tools) ~= "table" then return "llm.chat: 'tools' must be a list" end
+  return nil
+end
+
+function _M.chat(req, emit)
+  local err = check_request(req)
+  if err then return nil, err end
+  local provider, model, pname = _M.resolve_model(req.model)
+  if not provider then return nil, model end
+  local res, e = retry.call(function(attempt)
+    return provider.chat(req, model, emit, attempt)
+  end, req.retry)
+  if not res then return nil, pname .. ": " .. tostring(e) end
+  res.model = res.model or model
+  res.provider = pname
+  res.usage = res.usage or { input = 0, output = 0 }
+  res.cost = pricing.cost(pname, model, res.usage)
+  return res
+end
+
+function _M.embed(req)
+  if req.input == nil then return nil, "llm.embed: 'input' is required" end
+  local provider, model, pname = _M.resolve_model(req.model)
+  if not provider then return nil, model end
+  if not provider.embed then return nil, pname .. " has no embeddings" end
+  local res, e = retry.call(function(attempt) return provider.embed(req, model, attempt) end, req.retry)
+  if not res then return nil, pname .. ": " .. tostring(e) end
+  res.model, res.provider = res.model or model, pname
+  return res
+end
+
+return _M

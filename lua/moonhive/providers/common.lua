@@ -1,0 +1,70 @@
+-- moonhive.providers.common — what the providers share: JSON without nulls,
+-- message text, tool-call argument decoding, the stream-break error.
+
+local cjson = require "cjson"
+
+local _M = {}
+
+_M.null = cjson.null
+
+-- Decodes JSON text; nil and a message when it is not JSON.
+function _M.decode(text)
+  local ok, value = pcall(cjson.decode, text)
+  if not ok then return nil, "malformed JSON from the provider" end
+  return value
+end
+
+-- A decoded value with JSON nulls removed (they cannot cross into sandboxes).
+function _M.strip_nulls(v)
+  if v == cjson.null then return nil end
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do
+    if x ~= cjson.null then out[k] = _M.strip_nulls(x) end
+  end
+  return out
+end
+
+-- Arguments of a tool call: a table decoded from the JSON text (an invalid
+-- text becomes {_raw = text}, so the agent can report it to the model).
+function _M.tool_arguments(text)
+  if type(text) == "table" then return _M.strip_nulls(text) end
+  if type(text) ~= "string" or text == "" then return {} end
+  local v = _M.decode(text)
+  if type(v) ~= "table" then return { _raw = text } end
+  return _M.strip_nulls(v)
+end
+
+-- The text of a message's content (a string, or a list of parts).
+function _M.text_of(content)
+  if type(content) == "string" then return content end
+  if type(content) ~= "table" then return "" end
+  local parts = {}
+  for _, p in ipairs(content) do
+    if type(p) == "string" then parts[#parts + 1] = p
+    elseif type(p) == "table" and type(p.text) == "string" then parts[#parts + 1] = p.text end
+  end
+  return table.concat(parts)
+end
+
+function _M.encode(v) return cjson.encode(v) end
+
+-- Request options shared by the providers' http calls.
+function _M.http_options(req)
+  return {
+    timeout = req.timeout,                        -- total, ms (default: none)
+    connect_timeout = req.connect_timeout or 10000,
+    idle_timeout = req.stall_timeout or 60000,    -- a stream that stalls this long fails
+  }
+end
+
+-- The error message in a provider's error body, if it has one.
+function _M.error_message(body, fallback)
+  local v = type(body) == "string" and _M.decode(body)
+  if type(v) == "table" and type(v.error) == "table" and type(v.error.message) == "string" then
+    return v.error.message
+  end
+  return fallback
+end
+
+return _M
