@@ -3,6 +3,8 @@
 #include "harness.h"
 
 #include "config.h"
+#include "copy.h"
+#include <lualib.h>
 #include "sse.h"
 
 /* ---- SSE ---- */
@@ -137,11 +139,48 @@ static void test_rendering(void **state) {
   }
 }
 
+/* ---- copying values between states ---- */
+
+static void test_copy_between_states(void **state) {
+  (void)state;
+  lua_State *A = luaL_newstate(), *B = luaL_newstate();
+  luaL_openlibs(A);
+  char err[256];
+  assert_int_equal(luaL_dostring(A, "return {1, 'two', 3.5, true, nested = {deep = {x = 'y'}}, [10] = false}"), LUA_OK);
+  assert_int_equal(mh_copy_value(A, -1, B, err, sizeof err), 0);
+  lua_setglobal(B, "t");
+  luaL_openlibs(B);
+  assert_int_equal(luaL_dostring(B, "return t[1] == 1 and t[2] == 'two' and t[3] == 3.5 and t[4] == true "
+                                    "and t.nested.deep.x == 'y' and t[10] == false and math.type(t[1]) == 'integer'"), LUA_OK);
+  assert_true(lua_toboolean(B, -1));
+  lua_settop(A, 0);
+  lua_settop(B, 0);
+  /* what cannot cross: functions, cycles, userdata; the message names the path */
+  assert_int_equal(luaL_dostring(A, "return {a = {b = print}}"), LUA_OK);
+  assert_int_equal(mh_copy_value(A, -1, B, err, sizeof err), -1);
+  assert_non_null(strstr(err, "a.b"));
+  assert_non_null(strstr(err, "function"));
+  assert_int_equal(lua_gettop(B), 0);
+  assert_int_equal(luaL_dostring(A, "local t = {} t.self = t return t"), LUA_OK);
+  assert_int_equal(mh_copy_value(A, -1, B, err, sizeof err), -1);
+  assert_non_null(strstr(err, "too deeply"));
+  assert_int_equal(luaL_dostring(A, "return {[{}] = 1}"), LUA_OK);
+  assert_int_equal(mh_copy_value(A, -1, B, err, sizeof err), -1);
+  assert_int_equal(lua_gettop(A), 3); /* the source stack is left as it was */
+  /* metamethods do not run: only raw contents cross */
+  assert_int_equal(luaL_dostring(A, "return setmetatable({}, {__index = function() error('ran') end, __pairs = error})"), LUA_OK);
+  assert_int_equal(mh_copy_value(A, -1, B, err, sizeof err), 0);
+  assert_true(lua_istable(B, -1));
+  lua_close(A);
+  lua_close(B);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_sse_every_split),
     cmocka_unit_test(test_parse_sizes_and_durations),
     cmocka_unit_test(test_rendering),
+    cmocka_unit_test(test_copy_between_states),
   };
   cmocka_set_message_output(CM_OUTPUT_TAP);
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,137 @@
+-- llm with the offline mock provider: the bridge from a sandbox to the
+-- trusted runtime and back (request copied in, deltas and result copied out),
+-- default model selection, tool calls, scripted replies, embeddings, errors.
+local H = dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. "../helpers.lua")
+
+local NO_KEYS = {OPENAI_API_KEY = false, ANTHROPIC_API_KEY = false, MOONHIVE_MODEL = false,
+                 OPENAI_BASE_URL = false, ANTHROPIC_BASE_URL = false}
+
+local function env(extra)
+  local e = {}
+  for k, v in pairs(NO_KEYS) do e[k] = v end
+  for k, v in pairs(extra or {}) do e[k] = v end
+  return e
+end
+
+-- Evaluates code; returns the value it returns, rebuilt from eval's rendering.
+local function value(code, extra_env)
+  local res = H.eval(code, {env = env(extra_env)})
+  assert(res.code == 0, H.show(res))
+  local f = assert(load("return " .. res.stdout, "=out", "t", {}))
+  return f(), res
+end
+
+describe("llm (offline mock provider)", function()
+  lazy_teardown(H.cleanup)
+
+  it("answers with the mock model when no model and no key is set, and says so once", function()
+    local res = H.eval([[
+      local a = llm.chat{messages = {{role = "user", content = "hello there"}}}
+      local b = llm.chat{messages = {{role = "user", content = "again"}}}
+      return a.content .. "|" .. b.content .. "|" .. a.provider .. "|" .. a.model]], {env = env()})
+    assert.equals("mock: hello there|mock: again|mock|default\n", H.ok({code = res.code, signal = res.signal,
+      stdout = res.stdout, stderr = ""}))
+    local _, notices = res.stderr:gsub("using mock/default", "")
+    assert.equals(1, notices)
+  end)
+
+  it("MOONHIVE_MODEL picks the model", function()
+    local v = value([[return llm.chat{messages = {{role = "user", content = "x"}}}]], {MOONHIVE_MODEL = "mock/tiny"})
+    assert.equals("tiny", v.model)
+    assert.equals("mock", v.provider)
+  end)
+
+  it("returns content, finish reason, usage and cost", function()
+    local v = value([[return llm.chat{model = "mock/m", system = "be brief",
+      messages = {{role = "user", content = "one two three"}}}]])
+    assert.same({content = "mock: one two three", finish_reason = "stop", model = "m", provider = "mock",
+                 usage = {input = 5, output = 4}, cost = 0}, v)
+  end)
+
+  it("streams deltas to the callback as they come, then returns the whole answer", function()
+    local v = value([[
+      local parts = {}
+      local r = llm.chat{model = "mock/m", messages = {{role = "user", content = "a b c"}},
+                         stream = function(d) parts[#parts + 1] = d.content end}
+      return {parts = parts, content = r.content}]])
+    assert.same({"mock: ", "a ", "b ", "c"}, v.parts)
+    assert.equals("mock: a b c", v.content)
+  end)
+
+  it("a stream callback may wait, and its error ends the call", function()
+    local v = value([[
+      local n = 0
+      local r = llm.chat{model = "mock/m", messages = {{role = "user", content = "a b"}},
+                         stream = function(d) sleep(5) n = n + 1 end}
+      local ok, err = pcall(llm.chat, {model = "mock/m", messages = {{role = "user", content = "a b"}},
+                                       stream = function() error("callback failed") end})
+      return {n = n, ok = ok, err = err:match("callback failed")}]])
+    assert.same({n = 3, ok = false, err = "callback failed"}, v)
+  end)
+
+  it("returns tool calls with decoded arguments", function()
+    local v = value([[return llm.chat{model = "mock/m", messages = {{role = "user",
+      content = 'weather? [tool:get_weather:{"city":"Paris","days":{"n":2}}] [tool:clock:{}]'}}}]])
+    assert.equals("tool_calls", v.finish_reason)
+    assert.same({{id = "call_1", name = "get_weather", arguments = {city = "Paris", days = {n = 2}}},
+                 {id = "call_2", name = "clock", arguments = {}}}, v.tool_calls)
+  end)
+
+  it("follows a scripted list turn by turn", function()
+    local v = value([[
+      local script = {{tool_calls = {{name = "lookup", arguments = {q = "x"}}}}, {content = "found it"}}
+      local msgs = {{role = "user", content = "find x"}}
+      local first = llm.chat{model = "mock/m", mock = script, messages = msgs}
+      msgs[#msgs + 1] = {role = "assistant", tool_calls = first.tool_calls}
+      msgs[#msgs + 1] = {role = "tool", tool_call_id = first.tool_calls[1].id, content = "42"}
+      local second = llm.chat{model = "mock/m", mock = script, messages = msgs}
+      return {first = first.tool_calls[1].name, second = second.content}]])
+    assert.same({first = "lookup", second = "found it"}, v)
+  end)
+
+  it("embeds: equal texts give equal vectors", function()
+    local v = value([[
+      local r = llm.embed{model = "mock/e", input = {"hello world", "hello world", "zebra"}}
+      local same = true
+      for i = 1, #r.vectors[1] do same = same and r.vectors[1][i] == r.vectors[2][i] end
+      return {n = #r.vectors, dims = #r.vectors[1], same = same}]])
+    assert.same({n = 3, dims = 8, same = true}, v)
+  end)
+
+  it("reports bad requests as error values with a clear message", function()
+    local v = value([[
+      local _, a = llm.chat{model = "nope", messages = {{role = "user", content = "x"}}}
+      local _, b = llm.chat{model = "other/x", messages = {{role = "user", content = "x"}}}
+      local _, c = llm.chat{model = "mock/m", messages = {}}
+      local _, d = llm.chat{model = "mock/m", mock = {{error = "scripted failure"}}, messages = {{role = "user", content = "x"}}}
+      return {a, b, c, d}]])
+    assert.matches("must be written provider/model", v[1], 1, true)
+    assert.matches("unknown provider 'other'", v[2], 1, true)
+    assert.matches("'messages' must be a non-empty list", v[3], 1, true)
+    assert.equals("mock: scripted failure", v[4])
+  end)
+
+  it("refuses values that cannot cross into the runtime", function()
+    local res = H.eval([[return llm.chat{messages = {{role = "user", content = print}}}]], {env = env()})
+    assert.equals(1, res.code)
+    assert.matches("cannot copy value at messages[1].content: a function cannot cross", res.stderr, 1, true)
+  end)
+
+  it("is cancelled with its run: the deadline stops a streaming call", function()
+    local res = H.eval([[return llm.chat{model = "mock/m", messages = {{role = "user", content = "a b c d"}},
+                                          stream = function() sleep(10000) end}]],
+                       {env = env(), flags = {"--deadline", "300ms"}})
+    assert.equals(1, res.code)
+    assert.matches("deadline of 300 ms exceeded", res.stderr, 1, true)
+  end)
+
+  it("the runtime's privileges stay out of sandboxes", function()
+    local v = value([[
+      local a = pcall(require, "host")
+      local b = pcall(require, "cjson")
+      local c = pcall(require, "moonhive.llm")
+      local ok, e = pcall(http.request, {url = "http://127.0.0.1:1/", auth = "openai"})
+      return {a, b, c, ok, e:match("not available to sandboxed scripts") ~= nil}]])
+    assert.same({false, false, false, false, true}, v)
+  end)
+end)
