@@ -15,7 +15,8 @@ int mh_cli_wants_help(const char *arg);
 int mh_cmd_run(int argc, char **argv);
 int mh_cmd_eval(int argc, char **argv);
 int mh_cmd_repl(int argc, char **argv);
+int mh_cmd_chat(int argc, char **argv);
 
-extern const char mh_help_run[], mh_help_eval[], mh_help_repl[];
+extern const char mh_help_run[], mh_help_eval[], mh_help_repl[], mh_help_chat[];
 
 #endif

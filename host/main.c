@@ -15,6 +15,7 @@ static const char usage[] =
   "  run FILE.lua [ARGS...]   run a sandboxed script (arg holds ARGS)\n"
   "  eval 'CODE'              evaluate Lua code and print what it returns\n"
   "  repl                     interactive prompt on the event loop\n"
+  "  chat [--model M] \"text\"  one model call, streamed to the terminal\n"
   "  version                  print the version\n"
   "  help [COMMAND]           this text, or a command's own help\n"
   "\n"
@@ -34,6 +35,7 @@ static const struct {
   {"run", mh_cmd_run, mh_help_run},
   {"eval", mh_cmd_eval, mh_help_eval},
   {"repl", mh_cmd_repl, mh_help_repl},
+  {"chat", mh_cmd_chat, mh_help_chat},
   {"version", NULL, help_version},
   {"help", NULL, help_help},
 };
