@@ -30,6 +30,7 @@ local this_file = uv.fs_realpath(absolute((debug.getinfo(1, "S").source:gsub("^@
 H.root = os.getenv("MOONHIVE_ROOT") or dirname(dirname(dirname(this_file)))
 H.bin = absolute(os.getenv("MOONHIVE_BIN") or (H.root .. "/moonhive"))
 H.testserver = absolute(os.getenv("TESTSERVER") or (H.root .. "/build/release/tools/testserver"))
+H.mockllm = absolute(os.getenv("MOCKLLM") or (H.testserver:gsub("testserver$", "mockllm")))
 
 -- Upper bound on any one wait (a hung child fails its spec instead of the run).
 H.WAIT_MS = tonumber(os.getenv("SPEC_WAIT_MS")) or 120000
@@ -269,12 +270,13 @@ end
 
 -- Starts tests/tools/testserver on a free port; keeps its stdin pipe open so it
 -- dies with us. Returns an object with .port, .url(path) and :stop().
-function H.start_testserver()
+function H.start_testserver(path)
+  path = path or H.testserver
   local stdin = uv.new_pipe(false)
   local stdout = uv.new_pipe(false)
   local srv = {exited = false}
   local buf = ""
-  local handle, e = uv.spawn(H.testserver, {
+  local handle, e = uv.spawn(path, {
     args = {"--port", "0", "--host", "127.0.0.1"},
     cwd = H.root,
     stdio = {stdin, stdout, 2},
@@ -284,7 +286,7 @@ function H.start_testserver()
   if not handle then
     stdin:close() stdout:close()
     H.flush()
-    error("cannot start the test server " .. H.testserver .. ": " .. tostring(e) ..
+    error("cannot start the test server " .. path .. ": " .. tostring(e) ..
           " (build it with `make build/release/tools/testserver`)")
   end
   stdout:read_start(function(err, chunk)
@@ -311,6 +313,11 @@ function H.start_testserver()
     H.flush()
   end
   return srv
+end
+
+-- Starts tests/tools/mockllm (the mock LLM server) the same way.
+function H.start_mockllm()
+  return H.start_testserver(H.mockllm)
 end
 
 -- Reads /stats from the test server through a moonhive eval (the specs do
