@@ -20,7 +20,9 @@
 #define LIMIT_HELP \
   "  --memory-limit SIZE   memory cap of the sandbox (default 64M)\n" \
   "  --cpu-limit DURATION  CPU budget of the run (default 10s; 0 = none)\n" \
-  "  --deadline DURATION   wall-clock deadline of the run (default 30s; 0 = none)\n"
+  "  --deadline DURATION   wall-clock deadline of the run (default 30s; 0 = none)\n" \
+  "  --token-budget N      model tokens the run may use, tasks included (default: none)\n" \
+  "  --cost-budget USD     model cost in dollars the run may spend (default: none)\n"
 
 const char mh_help_run[] =
   "usage: moonhive run [OPTIONS] FILE.lua [ARGS...]\n"
@@ -48,20 +50,22 @@ int mh_cli_limits_init(mh_limits *limits) {
 }
 
 int mh_cli_limit_option(int argc, char **argv, int *i, mh_limits *limits) {
-  static const struct { const char *name; int is_size; } opts[] = {
-    {"--memory-limit", 1}, {"--cpu-limit", 0}, {"--deadline", 0}};
+  static const char *const opts[] = {"--memory-limit", "--cpu-limit", "--deadline", "--token-budget", "--cost-budget"};
+  static const char *const kinds[] = {"size", "duration", "duration", "whole number of tokens", "dollar amount"};
+  static const char *const examples[] = {"64M, 512k", "30s, 250ms", "30s, 250ms", "20000", "0.50"};
   const char *arg = argv[*i];
   for (size_t o = 0; o < sizeof opts / sizeof opts[0]; o++) {
-    size_t n = strlen(opts[o].name);
-    if (strncmp(arg, opts[o].name, n) != 0 || (arg[n] != '\0' && arg[n] != '=')) continue;
+    size_t n = strlen(opts[o]);
+    if (strncmp(arg, opts[o], n) != 0 || (arg[n] != '\0' && arg[n] != '=')) continue;
     const char *value = arg[n] == '=' ? arg + n + 1 : (*i + 1 < argc ? argv[++*i] : NULL);
     int bad = value == NULL;
-    if (!bad && opts[o].is_size) bad = mh_parse_size(value, &limits->memory) != 0;
+    if (!bad && o == 0) bad = mh_parse_size(value, &limits->memory) != 0;
     else if (!bad && o == 1) bad = mh_parse_duration(value, &limits->cpu_ns) != 0;
-    else if (!bad) bad = mh_parse_duration(value, &limits->deadline_ns) != 0;
+    else if (!bad && o == 2) bad = mh_parse_duration(value, &limits->deadline_ns) != 0;
+    else if (!bad && o == 3) bad = mh_parse_count(value, &limits->tokens) != 0;
+    else if (!bad) bad = mh_parse_cost(value, &limits->cost) != 0;
     if (bad) {
-      fprintf(stderr, "moonhive: %s needs a %s (examples: %s)\n", opts[o].name,
-              opts[o].is_size ? "size" : "duration", opts[o].is_size ? "64M, 512k" : "30s, 250ms");
+      fprintf(stderr, "moonhive: %s needs a %s (examples: %s)\n", opts[o], kinds[o], examples[o]);
       return -1;
     }
     (*i)++;

@@ -12,6 +12,8 @@ void mh_limits_default(mh_limits *lim) {
   lim->memory = MH_DEFAULT_MEMORY;
   lim->cpu_ns = MH_DEFAULT_CPU_NS;
   lim->deadline_ns = MH_DEFAULT_DEADLINE;
+  lim->tokens = 0;
+  lim->cost = 0;
 }
 
 int mh_parse_size(const char *s, size_t *out) {
@@ -55,6 +57,25 @@ int mh_parse_duration(const char *s, uint64_t *out) {
   return 0;
 }
 
+int mh_parse_count(const char *s, uint64_t *out) {
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (end == s || *end || errno || s[0] == '-') return -1;
+  *out = v;
+  return 0;
+}
+
+int mh_parse_cost(const char *s, double *out) {
+  char *end;
+  errno = 0;
+  if (*s == '$') s++;
+  double v = strtod(s, &end);
+  if (end == s || *end || errno || !(v >= 0) || !isfinite(v)) return -1;
+  *out = v;
+  return 0;
+}
+
 void mh_format_size(size_t bytes, char *buf, size_t len) {
   if (bytes >= (1u << 30) && bytes % (1u << 30) == 0) snprintf(buf, len, "%zu GiB", bytes >> 30);
   else if (bytes >= (1u << 20) && bytes % (1u << 20) == 0) snprintf(buf, len, "%zu MiB", bytes >> 20);
@@ -84,5 +105,15 @@ int mh_limits_from_env(mh_limits *lim, char *err, size_t errlen) {
   if (env_override("MOONHIVE_MEMORY_LIMIT", 1, &lim->memory, err, errlen)) return -1;
   if (env_override("MOONHIVE_CPU_LIMIT", 0, &lim->cpu_ns, err, errlen)) return -1;
   if (env_override("MOONHIVE_DEADLINE", 0, &lim->deadline_ns, err, errlen)) return -1;
+  const char *v = getenv("MOONHIVE_TOKEN_BUDGET");
+  if (v && *v && mh_parse_count(v, &lim->tokens) != 0) {
+    snprintf(err, errlen, "MOONHIVE_TOKEN_BUDGET=%s is not a whole number of tokens", v);
+    return -1;
+  }
+  v = getenv("MOONHIVE_COST_BUDGET");
+  if (v && *v && mh_parse_cost(v, &lim->cost) != 0) {
+    snprintf(err, errlen, "MOONHIVE_COST_BUDGET=%s is not an amount of dollars (example: 0.50)", v);
+    return -1;
+  }
   return 0;
 }

@@ -140,6 +140,46 @@ static void remote_done(mh_run *run, void *ud) {
   mh_op_wake(&c->op);
 }
 
+/* ---- usage and budgets ---- */
+
+static lua_Number number_field(lua_State *L, int t, const char *k1, const char *k2) {
+  lua_Number v = 0;
+  if (lua_getfield(L, t, k1) == LUA_TTABLE && k2) lua_getfield(L, -1, k2);
+  else lua_pushnil(L);
+  if (!k2) v = lua_tonumber(L, -2);
+  else v = lua_tonumber(L, -1);
+  lua_pop(L, 2);
+  return v;
+}
+
+/* [-0, +0, -] adds the result's usage (table at idx) to the run; returns 1
+ * when that broke the run's token or cost budget */
+static int account(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  mh_run *run = mh_run_current(L);
+  if (run == NULL) return 0;
+  lua_Number in = number_field(L, idx, "usage", "input");
+  lua_Number out = number_field(L, idx, "usage", "output");
+  lua_Number cost = number_field(L, idx, "cost", NULL);
+  return mh_run_add_usage(run, in > 0 ? (uint64_t)in : 0, out > 0 ? (uint64_t)out : 0, cost > 0 ? cost : 0)
+         != MH_BREAK_NONE;
+}
+
+/* llm.usage() -> {input=, output=, cost=, calls=} of this run and its tasks */
+static int llm_usage(lua_State *L) {
+  mh_run *run = mh_run_current(L);
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, run ? (lua_Integer)run->tokens_in : 0);
+  lua_setfield(L, -2, "input");
+  lua_pushinteger(L, run ? (lua_Integer)run->tokens_out : 0);
+  lua_setfield(L, -2, "output");
+  lua_pushnumber(L, run ? run->cost : 0);
+  lua_setfield(L, -2, "cost");
+  lua_pushinteger(L, run ? run->calls : 0);
+  lua_setfield(L, -2, "calls");
+  return 1;
+}
+
 /* ---- the continuation ---- */
 
 static int call_step(lua_State *L, llm_call *c) {
@@ -166,6 +206,7 @@ static int call_step(lua_State *L, llm_call *c) {
       int ok = c->ok;
       lua_rawgeti(L, LUA_REGISTRYINDEX, c->result_ref);
       call_release(&c->op);
+      if (ok && account(L, -1)) mh_raise_broken(L, mh_run_current(L));
       if (ok) return 1;
       luaL_pushfail(L);
       lua_insert(L, -2);
@@ -273,7 +314,7 @@ static int llm_chat(lua_State *L) { return start_call(L, "chat", "llm.chat"); }
 static int llm_embed(lua_State *L) { return start_call(L, "embed", "llm.embed"); }
 
 int luaopen_mh_llm(lua_State *L) {
-  static const luaL_Reg funcs[] = {{"chat", llm_chat}, {"embed", llm_embed}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"chat", llm_chat}, {"embed", llm_embed}, {"usage", llm_usage}, {NULL, NULL}};
   luaL_newlib(L, funcs);
   return 1;
 }

@@ -16,7 +16,7 @@ mh_vm *mh_runtime(mh_host *host, char *err, size_t errlen) {
   }
   /* Trusted code: no CPU budget or deadline of its own (each call it makes on
    * behalf of a sandbox is bounded by that sandbox's run), a generous cap. */
-  mh_limits limits = {(size_t)1 << 30, 0, 0};
+  mh_limits limits = {(size_t)1 << 30, 0, 0, 0, 0};
   mh_vm *vm = mh_vm_new(host, &limits, host->runtime_dir);
   if (vm == NULL) {
     snprintf(err, errlen, "cannot create the runtime state");

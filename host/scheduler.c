@@ -73,6 +73,12 @@ const char *mh_break_message(mh_vm *vm, mh_break reason, char *buf, size_t len) 
       snprintf(buf, len, "deadline of %s exceeded", amount);
       return buf;
     case MH_BREAK_CANCEL: return "run cancelled";
+    case MH_BREAK_TOKENS:
+      snprintf(buf, len, "token budget of %llu exceeded", (unsigned long long)vm->limits.tokens);
+      return buf;
+    case MH_BREAK_COST:
+      snprintf(buf, len, "cost budget of $%.4g exceeded", vm->limits.cost);
+      return buf;
     default: return "no limit broken";
   }
 }
@@ -161,6 +167,21 @@ mh_run *mh_run_spawn(mh_run *parent, int nargs, mh_run_done_fn done, void *ud) {
                    parent->deadline_at_ns > now ? (parent->deadline_at_ns - now + 999999) / 1000000 : 0);
   }
   return run;
+}
+
+mh_break mh_run_add_usage(mh_run *run, uint64_t in, uint64_t out, double cost) {
+  mh_break broke = MH_BREAK_NONE;
+  const mh_limits *lim = &run->vm->limits;
+  for (mh_run *r = run; r; r = r->parent) {
+    r->tokens_in += in;
+    r->tokens_out += out;
+    r->cost += cost;
+    r->calls++;
+    if (lim->tokens && r->tokens_in + r->tokens_out > lim->tokens) broke = MH_BREAK_TOKENS;
+    else if (lim->cost > 0 && r->cost > lim->cost) broke = MH_BREAK_COST;
+  }
+  if (broke != MH_BREAK_NONE && run->broken == MH_BREAK_NONE) run->broken = broke;
+  return broke;
 }
 
 /* Unlinks a run from its parent and cancels its own children. */

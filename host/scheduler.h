@@ -51,7 +51,8 @@ typedef enum {
 } mh_run_state;
 
 typedef enum {
-  MH_BREAK_NONE, MH_BREAK_MEMORY, MH_BREAK_CPU, MH_BREAK_DEADLINE, MH_BREAK_CANCEL
+  MH_BREAK_NONE, MH_BREAK_MEMORY, MH_BREAK_CPU, MH_BREAK_DEADLINE, MH_BREAK_CANCEL,
+  MH_BREAK_TOKENS, MH_BREAK_COST
 } mh_break;
 
 typedef void (*mh_run_done_fn)(mh_run *run, void *ud);
@@ -79,7 +80,15 @@ struct mh_run {
   mh_run *children;            /* runs this one spawned that are still alive */
   mh_run *sibling_prev, *sibling_next;
   mh_run *live_prev, *live_next; /* in host->runs */
+  uint64_t tokens_in, tokens_out;  /* model usage of this run and its tasks */
+  double cost;
+  int calls;
 };
+
+/* Adds a model call's usage to a run and every ancestor; returns the budget
+ * it broke (MH_BREAK_TOKENS / MH_BREAK_COST, also set on the run), or
+ * MH_BREAK_NONE. */
+mh_break mh_run_add_usage(mh_run *run, uint64_t in, uint64_t out, double cost);
 
 /* [-(nargs+1), +0, m] Starts a run of the function and arguments on top of
  * vm->L's stack. It first resumes on the next loop turn. `done` is called once

@@ -135,6 +135,34 @@ describe("llm (offline mock provider)", function()
     assert.same({false, false, false, false, true}, v)
   end)
 
+  describe("usage and budgets", function()
+    it("llm.usage() totals the run's calls, its tasks' included", function()
+      local v = value([[
+        llm.chat{model = "mock/m", messages = {{role = "user", content = "one two"}}}
+        task.spawn(function() return llm.chat{model = "mock/m", messages = {{role = "user", content = "x"}}} end):wait()
+        return llm.usage()]])
+      assert.same({calls = 2, input = 3, output = 5, cost = 0}, v)
+    end)
+
+    it("a token budget stops the run with a clear error, and pcall cannot keep it going", function()
+      local res = H.eval([[for i = 1, 10 do pcall(llm.chat, {model = "mock/m",
+        messages = {{role = "user", content = "one two three"}}}) end return "survived"]],
+        {env = env(), flags = {"--token-budget", "20"}})
+      assert.equals(1, res.code)
+      assert.matches("token budget of 20 exceeded", res.stderr, 1, true)
+      assert.is_nil(res.stdout:find("survived", 1, true))
+    end)
+
+    it("MOONHIVE_TOKEN_BUDGET sets it too; a bad value is refused", function()
+      local res = H.eval([[for i = 1, 10 do llm.chat{model = "mock/m", messages = {{role = "user", content = "a b"}}} end]],
+                         {env = env({MOONHIVE_TOKEN_BUDGET = "10"})})
+      assert.matches("token budget of 10 exceeded", res.stderr, 1, true)
+      res = H.eval("return 1", {env = env(), flags = {"--cost-budget", "lots"}})
+      assert.equals(2, res.code)
+      assert.matches("--cost-budget needs a dollar amount", res.stderr, 1, true)
+    end)
+  end)
+
   describe("moonhive chat", function()
     it("streams the reply to stdout and reports tokens and cost on stderr", function()
       local res = H.moonhive({"chat", "--model", "mock/cli", "--system", "be brief", "hello chat"}, {env = env()})
