@@ -2,7 +2,8 @@
  * provider may read, never a secret.
  *
  *   host.env(name)      -- one of a few non-secret variables (MOONHIVE_MODEL,
- *                       -- OPENAI_BASE_URL, ANTHROPIC_BASE_URL), or nil
+ *                       -- OPENAI_BASE_URL, ANTHROPIC_BASE_URL,
+ *                       -- MOONHIVE_LLM_CONCURRENCY), or nil
  *   host.has_key(name)  -- "openai" | "anthropic": is a key configured?
  *   host.data_dir()     -- the data directory */
 #include "mod_host.h"
@@ -14,7 +15,8 @@
 
 #include "vm.h"
 
-static const char *const readable[] = {"MOONHIVE_MODEL", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", NULL};
+static const char *const readable[] = {"MOONHIVE_MODEL", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL",
+                                       "MOONHIVE_LLM_CONCURRENCY", NULL};
 
 static int host_env(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);

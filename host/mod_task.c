@@ -5,6 +5,7 @@
  *   task.cancel(t)                  -- it ends with "run cancelled"
  *   local a, b = task.all{f1, f2}   -- spawn each, wait for all; first result of each;
  *                                   -- raises "task N failed: ..." if one fails
+ *   local sem = task.semaphore(n)   -- at most n holders at once (semaphore.c)
  * t:wait() and t:cancel() work too. A child shares the sandbox and the
  * parent's deadline, has its own CPU budget, and is cancelled when the parent
  * run ends.
@@ -297,7 +298,8 @@ static void push_task_mt(lua_State *L) {
 
 int luaopen_mh_task(lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"spawn", task_spawn}, {"wait", task_wait}, {"cancel", task_cancel}, {"all", task_all}, {NULL, NULL}};
+    {"spawn", task_spawn}, {"wait", task_wait}, {"cancel", task_cancel}, {"all", task_all},
+    {"semaphore", mh_task_semaphore}, {NULL, NULL}};
   luaL_newlib(L, funcs);
   return 1;
 }

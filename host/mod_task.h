@@ -3,4 +3,6 @@
 #define MH_MOD_TASK_H
 #include <lua.h>
 int luaopen_mh_task(lua_State *L);
+/* semaphore.c: task.semaphore(n) */
+int mh_task_semaphore(lua_State *L);
 #endif

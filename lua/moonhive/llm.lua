@@ -27,6 +27,19 @@ local providers = {
 
 local warned_mock = false
 
+-- At most MOONHIVE_LLM_CONCURRENCY calls (default 32) to a provider at once;
+-- the others wait their turn. A permit belongs to the call's run, so a
+-- cancelled call gives it back.
+local gates = {}
+local function gate(provider)
+  local g = gates[provider]
+  if not g then
+    g = task.semaphore(math.max(1, math.floor(tonumber(host.env("MOONHIVE_LLM_CONCURRENCY")) or 32)))
+    gates[provider] = g
+  end
+  return g
+end
+
 -- The provider and model for a request.
 function _M.resolve_model(name)
   name = name or host.env("MOONHIVE_MODEL")
@@ -69,9 +82,12 @@ function _M.chat(req, emit)
   if err then return nil, err end
   local provider, model, pname = _M.resolve_model(req.model)
   if not provider then return nil, model end
+  local g = gate(pname)
+  g:acquire()
   local res, e = retry.call(function(attempt)
     return provider.chat(req, model, emit, attempt)
   end, req.retry)
+  g:release()
   if not res then return nil, pname .. ": " .. tostring(e) end
   res.model = res.model or model
   res.provider = pname
@@ -85,7 +101,10 @@ function _M.embed(req)
   local provider, model, pname = _M.resolve_model(req.model)
   if not provider then return nil, model end
   if not provider.embed then return nil, pname .. " has no embeddings" end
+  local g = gate(pname)
+  g:acquire()
   local res, e = retry.call(function(attempt) return provider.embed(req, model, attempt) end, req.retry)
+  g:release()
   if not res then return nil, pname .. ": " .. tostring(e) end
   res.model, res.provider = res.model or model, pname
   return res

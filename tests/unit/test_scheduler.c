@@ -270,6 +270,37 @@ static void test_tasks(void **state) {
   outcome_clear(&o);
 }
 
+static void test_semaphores(void **state) {
+  (void)state;
+  outcome o;
+  eval_fresh(NULL,
+             "local sem = task.semaphore(2) local active, peak, order = 0, 0, {} local ts = {} "
+             "for i = 1, 6 do ts[i] = task.spawn(function() sem:acquire() active = active + 1 "
+             "  if active > peak then peak = active end order[#order + 1] = i sleep(5) active = active - 1 "
+             "  sem:release() end) end "
+             "for i = 1, 6 do ts[i]:wait() end return peak, sem:available(), table.concat(order, ',')", &o);
+  assert_ok_output(&o, "2\t2\t1,2,3,4,5,6");
+  outcome_clear(&o);
+  /* a holder that is cancelled, or that ends without releasing, gives its permit back */
+  eval_fresh(NULL,
+             "local sem = task.semaphore(1) "
+             "local a = task.spawn(function() sem:acquire() sleep(100000) end) "
+             "local b = task.spawn(function() sem:acquire() end) "   /* ends holding it */
+             "sleep(5) a:cancel() a:wait() b:wait() sem:acquire() return sem:available()", &o);
+  assert_ok_output(&o, "0");
+  outcome_clear(&o);
+  /* a waiter that is cancelled leaves the queue */
+  eval_fresh(NULL,
+             "local sem = task.semaphore(1) sem:acquire() "
+             "local w = task.spawn(function() sem:acquire() return 'never' end) "
+             "sleep(5) w:cancel() local ok = w:wait() sem:release() return ok, sem:available()", &o);
+  assert_ok_output(&o, "false\t1");
+  outcome_clear(&o);
+  eval_fresh(NULL, "task.semaphore(1):release()", &o);
+  assert_error_contains(&o, "holds no permit");
+  outcome_clear(&o);
+}
+
 /* A parent that ends takes its children with it; nothing is left open. */
 static void test_children_end_with_their_parent(void **state) {
   (void)state;
@@ -298,6 +329,7 @@ int main(void) {
     cmocka_unit_test(test_tasks),
     cmocka_unit_test(test_released_waits_stay_released),
     cmocka_unit_test(test_children_end_with_their_parent),
+    cmocka_unit_test(test_semaphores),
   };
   cmocka_set_message_output(CM_OUTPUT_TAP);
   return cmocka_run_group_tests(tests, NULL, NULL);
