@@ -10,7 +10,11 @@
  *             the module does): requests/s, CPU µs per request, the ratio;
  *             and the curve of CPU per request by concurrency, capped and not
  *
- * Usage: bench_host [PORT]   (http figures need the test server on PORT)
+ *   llm       CPU per model call (non-streamed, and streamed in 100 chunks)
+ *             beside a bare http request of the same size, against the mock
+ *             LLM server; 1000 concurrent calls: calls/s and peak RSS
+ *
+ * Usage: bench_host [PORT [MOCK_LLM_PORT]]
  * Every figure is the median of several repetitions. */
 #include <malloc.h>
 #include <stdio.h>
@@ -337,6 +341,98 @@ static void bench_http(mh_host *host, int port) {
   mh_http_set_host_connections(mh_http_client(host), MH_HTTP_MAX_HOST_CONNECTIONS);
 }
 
+/* ---- model calls (issue: LLM bindings) ---- */
+
+/* Runs `clients` runs of `code` (which loops itself) in one sandbox; returns
+ * CPU µs spent per `calls_per_client` call. */
+static double cpu_per_call(mh_host *host, const char *code, int clients, int calls_per_client) {
+  mh_vm *vm = mh_vm_new(host, &host->limits, NULL);
+  if (mh_vm_load(vm->L, code, strlen(code), "=bench", 0) != LUA_OK) {
+    fprintf(stderr, "bench: %s\n", lua_tostring(vm->L, -1));
+    exit(1);
+  }
+  counter c = {0, 0, 0};
+  double c0 = cpu_us();
+  for (int i = 0; i < clients; i++) {
+    lua_pushvalue(vm->L, -1);
+    mh_run_start(vm, 0, count_done, &c);
+  }
+  while (c.done < clients) uv_run(host->loop, UV_RUN_ONCE);
+  double cpu = cpu_us() - c0;
+  lua_pop(vm->L, 1);
+  mh_vm_free(vm);
+  return cpu / (clients * calls_per_client);
+}
+
+static long peak_rss_kib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kib = 0;
+  while (f && fgets(line, sizeof line, f))
+    if (strncmp(line, "VmHWM:", 6) == 0) kib = strtol(line + 6, NULL, 10);
+  if (f) fclose(f);
+  return kib;
+}
+
+static void bench_llm(mh_host *host, int port) {
+  char base[96], code[1024];
+  snprintf(base, sizeof base, "http://127.0.0.1:%d/v1", port);
+  setenv("OPENAI_BASE_URL", base, 1);
+  enum { CLIENTS = 50, CALLS = 40, REPS = 5 };
+  double plain[REPS], call[REPS], splain[REPS], scall[REPS], r1[REPS], r2[REPS];
+  for (int r = 0; r < REPS; r++) {
+    snprintf(code, sizeof code,
+             "local body = '{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hello world\"}]}' "
+             "for i = 1, %d do local res = http.post('%s/chat/completions', body, "
+             "{headers = {['Content-Type'] = 'application/json'}}) assert(res.status == 200) end", CALLS, base);
+    plain[r] = cpu_per_call(host, code, CLIENTS, CALLS);
+    snprintf(code, sizeof code,
+             "for i = 1, %d do assert(llm.chat{model = 'openai/m', messages = {{role = 'user', content = 'hello world'}}}) end",
+             CALLS);
+    call[r] = cpu_per_call(host, code, CLIENTS, CALLS);
+    snprintf(code, sizeof code,
+             "local words = ('w '):rep(150) "
+             "local body = '{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true},"
+             "\"messages\":[{\"role\":\"user\",\"content\":\"' .. words .. '[chunks:100]\"}]}' "
+             "for i = 1, %d do local n = 0 local res = http.post('%s/chat/completions', body, "
+             "{headers = {['Content-Type'] = 'application/json'}, sse = function(e) n = n + 1 end}) "
+             "assert(res.status == 200 and n >= 100, n) end", CALLS / 4, base);
+    splain[r] = cpu_per_call(host, code, CLIENTS, CALLS / 4);
+    snprintf(code, sizeof code,
+             "local words = ('w '):rep(150) "
+             "for i = 1, %d do local n = 0 assert(llm.chat{model = 'openai/m', stream = function() n = n + 1 end, "
+             "messages = {{role = 'user', content = words .. '[chunks:100]'}}}) assert(n >= 100, n) end", CALLS / 4);
+    scall[r] = cpu_per_call(host, code, CLIENTS, CALLS / 4);
+    r1[r] = call[r] / plain[r];
+    r2[r] = scall[r] / splain[r];
+  }
+  printf("llm: CPU per non-streamed call %.0f us vs a bare http request of the same size %.0f us: ratio %.2f (target <= 1.5)\n",
+         median(call, REPS), median(plain, REPS), median(r1, REPS));
+  printf("llm: CPU per streamed call of 100 chunks %.0f us vs bare http with SSE %.0f us: ratio %.2f (target <= 1.5)\n",
+         median(scall, REPS), median(splain, REPS), median(r2, REPS));
+
+  /* 1000 concurrent calls, each its own run */
+  long rss0 = peak_rss_kib();
+  mh_vm *vm = mh_vm_new(host, &host->limits, NULL);
+  snprintf(code, sizeof code,
+           "assert(llm.chat{model = 'openai/m', messages = {{role = 'user', content = 'hello [delay:50]'}}})");
+  mh_vm_load(vm->L, code, strlen(code), "=bench", 0);
+  counter c = {0, 0, 0};
+  double t0 = now_us();
+  enum { N = 1000 };
+  for (int i = 0; i < N; i++) {
+    lua_pushvalue(vm->L, -1);
+    mh_run_start(vm, 0, count_done, &c);
+  }
+  while (c.done < N) uv_run(host->loop, UV_RUN_ONCE);
+  double wall = now_us() - t0;
+  lua_pop(vm->L, 1);
+  mh_vm_free(vm);
+  printf("llm: 1000 concurrent calls (mock latency 50 ms, %s at a time per provider): %.0f calls/s, peak RSS %.1f MiB "
+         "(+%.1f MiB), %d failed\n", getenv("MOONHIVE_LLM_CONCURRENCY") ? getenv("MOONHIVE_LLM_CONCURRENCY") : "32",
+         N / (wall / 1e6), peak_rss_kib() / 1024.0, (peak_rss_kib() - rss0) / 1024.0, c.failed);
+}
+
 int main(int argc, char **argv) {
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -350,6 +446,7 @@ int main(int argc, char **argv) {
   if (!only || strstr(only, "state")) bench_state(&host);
   if (!only || strstr(only, "memory")) bench_suspended_run(&host);
   if (argc > 1 && (!only || strstr(only, "http"))) bench_http(&host, atoi(argv[1]));
+  if (argc > 2 && (!only || strstr(only, "llm"))) bench_llm(&host, atoi(argv[2]));
   mh_host_close(&host);
   uv_loop_close(&loop);
   return 0;

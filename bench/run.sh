@@ -10,9 +10,13 @@ server_pin=() bench_pin=()
 if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
   server_pin=(taskset -c 1) bench_pin=(taskset -c 0)
 fi
+export MOONHIVE_RUNTIME="$PWD/lua" MOONHIVE_STDLIB="$PWD/stdlib"
+unset OPENAI_API_KEY ANTHROPIC_API_KEY MOONHIVE_MODEL
 coproc SERVER { exec "${server_pin[@]}" "$BUILD/tools/testserver" --port 0; }
 read -r _ port <&"${SERVER[0]}"
-trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
+coproc MOCK { exec "${server_pin[@]}" "$BUILD/tools/mockllm" --port 0; }
+read -r _ mock_port <&"${MOCK[0]}"
+trap 'kill $SERVER_PID $MOCK_PID 2>/dev/null || true' EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n 16384 2>/dev/null || true
-echo "moonhive bench ($(nproc) cores; test server on port $port${server_pin:+, server on core 1, bench on core 0})"
-"${bench_pin[@]}" "$BUILD/bench/bench_host" "$port"
+echo "moonhive bench ($(nproc) cores; test server on port $port, mock LLM on $mock_port${server_pin:+; servers on core 1, bench on core 0})"
+"${bench_pin[@]}" "$BUILD/bench/bench_host" "$port" "$mock_port"

@@ -10,6 +10,8 @@ BUILD=${BUILD:-build/release}
 export MOONHIVE_BIN="$PWD/$BUILD/moonhive"
 export TESTSERVER="$PWD/$BUILD/tools/testserver"
 export MOONHIVE_ROOT="$PWD"
+# Binaries under build/ find the runtime's Lua files and stdlib/ here.
+export MOONHIVE_RUNTIME="$PWD/lua" MOONHIVE_STDLIB="$PWD/stdlib"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # Tests run with their own data directory, never the developer's.
