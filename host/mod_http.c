@@ -61,6 +61,7 @@ typedef struct http_req {
   size_t max_body;
   const char *secret;     /* the key C attached (trusted runtime's `auth`), to scrub from answers */
   mh_membuf body, pending, head;
+  size_t pending_off;     /* SSE mode: bytes of `pending` already parsed */
   mh_sse sse;
   uint64_t idle_ms, last_activity;
   mh_timer idle_timer;    /* in host->timers while an idle timeout is set */
@@ -303,17 +304,19 @@ static int push_result(lua_State *L, http_req *r) {
 
 /* [-0, +1, m] pushes the next SSE event parsed from pending data; 0 if none */
 static int next_sse_event(lua_State *L, http_req *r) {
-  while (r->pending.len > 0) {
+  while (r->pending_off < r->pending.len) {
     mh_sse_event ev;
     int ready;
-    size_t used = mh_sse_feed(&r->sse, r->pending.data, r->pending.len, &ev, &ready);
+    size_t used = mh_sse_feed(&r->sse, r->pending.data + r->pending_off, r->pending.len - r->pending_off, &ev, &ready);
     if (used == (size_t)-1) {
       r->fail = "stream buffer exceeds the memory limit";
       req_stop(r, NULL);
-      r->pending.len = 0;
+      r->pending.len = r->pending_off = 0;
       return 0;
     }
-    mh_membuf_consume(&r->pending, used);
+    /* Consumed bytes are skipped, not moved: the buffer empties in one go. */
+    r->pending_off += used;
+    if (r->pending_off == r->pending.len) r->pending.len = r->pending_off = 0;
     if (ready) {
       lua_createtable(L, 0, 4);
       lua_pushlstring(L, ev.event, ev.event_len);
@@ -336,7 +339,7 @@ static int next_sse_event(lua_State *L, http_req *r) {
 
 /* [-0, +1, m] pushes the next value for the script's callback; 0 if none */
 static int next_delivery(lua_State *L, http_req *r) {
-  if (r->aborted || r->pending.len == 0) return 0;
+  if (r->aborted || r->pending.len == r->pending_off) return 0;
   scrub(r->secret, r->pending.data, r->pending.len);
   if (r->mode == BODY_SSE) return next_sse_event(L, r);
   lua_pushlstring(L, r->pending.data, r->pending.len);
@@ -349,7 +352,7 @@ static void callback_returned(lua_State *L, http_req *r) {
   r->in_callback = 0;
   if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
     r->aborted = 1;
-    r->pending.len = 0;
+    r->pending.len = r->pending_off = 0;
     if (!r->done) req_stop(r, NULL);
   }
   lua_pop(L, 1);
