@@ -6,7 +6,7 @@
 PREFIX    ?= /usr/local
 CC        ?= cc
 BUILD     ?= build/release
-PKGS      := lua5.4 libuv libcurl readline lua5.4-cjson
+PKGS      := lua5.4 libuv libcurl readline lua5.4-cjson sqlite3 libcrypto
 VERSION   := 0.1.0
 
 WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \

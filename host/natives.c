@@ -3,10 +3,12 @@
  * so `require "http"` and the global `http` are the same table. */
 #include <string.h>
 
+#include "mod_crypto.h"
 #include "mod_host.h"
 #include "mod_http.h"
 #include "mod_llm.h"
 #include "mod_log.h"
+#include "mod_store.h"
 #include "mod_task.h"
 #include "mod_time.h"
 #include "sandbox.h"
@@ -18,6 +20,7 @@ static const char CACHE_KEY = 0; /* registry: name -> opened native module */
 int luaopen_cjson(lua_State *L); /* lua-cjson (Debian's liblua5.4-cjson) */
 
 static const struct { const char *name; lua_CFunction open; int trusted_only; } natives[] = {
+  {"crypto", luaopen_mh_crypto, 0},
   {"http", luaopen_mh_http, 0},
   {"llm", luaopen_mh_llm, 0},
   {"log", luaopen_mh_log, 0},
@@ -25,9 +28,10 @@ static const struct { const char *name; lua_CFunction open; int trusted_only; } 
   {"time", luaopen_mh_time, 0},
   {"cjson", luaopen_cjson, 1},   /* its buffers live outside the sandbox's cap */
   {"host", luaopen_mh_host, 1},
+  {"store", luaopen_mh_store, 1},   /* SQLite: files and memory outside the sandbox */
 };
 
-const char *const mh_native_names[] = {"http", "llm", "log", "task", "time", NULL};
+const char *const mh_native_names[] = {"crypto", "http", "llm", "log", "task", "time", NULL};
 
 int mh_native_open(lua_State *L, const char *name) {
   for (size_t i = 0; i < sizeof natives / sizeof natives[0]; i++) {
