@@ -16,6 +16,7 @@
 local host = require "host"
 local retry = require "moonhive.retry"
 local pricing = require "moonhive.pricing"
+local cache = require "moonhive.cache"
 
 local _M = {}
 
@@ -82,6 +83,17 @@ function _M.chat(req, emit)
   if err then return nil, err end
   local provider, model, pname = _M.resolve_model(req.model)
   if not provider then return nil, model end
+  local key
+  if req.cache then
+    key = cache.key(pname, model, req)
+    local hit = cache.get(key)
+    if hit then
+      -- the same answer, without a request: it cost nothing this time
+      if req.stream_deltas and hit.content then emit({ content = hit.content }) end
+      hit.cached, hit.provider, hit.usage, hit.cost = true, pname, { input = 0, output = 0 }, 0
+      return hit
+    end
+  end
   local g = gate(pname)
   g:acquire()
   local res, e = retry.call(function(attempt)
@@ -89,6 +101,7 @@ function _M.chat(req, emit)
   end, req.retry)
   g:release()
   if not res then return nil, pname .. ": " .. tostring(e) end
+  if key then cache.put(key, res) end
   res.model = res.model or model
   res.provider = pname
   res.usage = res.usage or { input = 0, output = 0 }

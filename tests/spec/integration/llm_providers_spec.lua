@@ -242,6 +242,32 @@ describe("llm providers against the mock LLM server", function()
     end)
   end)
 
+  describe("response cache", function()
+    it("a hit returns the same answer with no network traffic, also in a later process", function()
+      local code = [[
+        local r = llm.chat{model = "openai/gpt-4o-mini", cache = true,
+          messages = {{role = "user", content = 'cache probe [tool:t:{"a":1}] %s'}}}
+        return {calls = r.tool_calls, cached = r.cached == true, cost = r.cost}]]
+      local nonce = tostring(os.time()) .. tostring(math.random(1e9))
+      local first = value(code:format(nonce))
+      local second = value(code:format(nonce))
+      assert.same(first.calls, second.calls)
+      assert.is_false(first.cached)
+      assert.is_true(second.cached)
+      assert.equals(0, second.cost)
+      assert.equals(1, #received())
+      -- a different request is a miss
+      value(code:format(nonce .. "x"))
+      assert.equals(2, #received())
+    end)
+
+    it("is opt-in: without cache = true every call goes out", function()
+      value([[llm.chat{model = "openai/gpt-4o-mini", messages = {{role = "user", content = "same"}}}
+              return llm.chat{model = "openai/gpt-4o-mini", messages = {{role = "user", content = "same"}}}.content]])
+      assert.equals(2, #received())
+    end)
+  end)
+
   describe("secrets", function()
     it("no script value, error or log line ever holds a key", function()
       local res = H.eval([[
