@@ -8,9 +8,11 @@
 -- script; it returns false once the script is gone.
 --
 -- A model is named "provider/model" ("openai/gpt-4o-mini",
--- "anthropic/claude-3-5-haiku-latest", "mock/default"). Without one:
--- MOONHIVE_MODEL, else OpenAI when its key is set, else Anthropic when its key
--- is set, else mock/default (with a one-line notice). Keys never enter Lua:
+-- "anthropic/claude-3-5-haiku-latest", "mock/default") or by an alias from
+-- the config file (moonhive.lua: aliases = {fast = "openai/gpt-4o-mini"}).
+-- Without one: MOONHIVE_MODEL, else the config file's `model`, else OpenAI
+-- when its key is set, else Anthropic when its key is set, else mock/default
+-- (with a one-line notice). Keys never enter Lua:
 -- providers ask http for `auth = "openai"` and C attaches the key.
 
 local host = require "host"
@@ -41,9 +43,31 @@ local function gate(provider)
   return g
 end
 
+local config_loaded = false
+
+-- The project's configuration (moonhive.lua), applied once: prices.
+local function config()
+  local c, err = host.config()
+  if not c then
+    if not config_loaded then log.error("moonhive.lua: " .. tostring(err)) end
+    config_loaded = true
+    return {}
+  end
+  if not config_loaded then
+    config_loaded = true
+    for name, p in pairs(type(c.prices) == "table" and c.prices or {}) do
+      if type(p) == "table" then pricing.set(name, tonumber(p[1] or p.input) or 0, tonumber(p[2] or p.output) or 0) end
+    end
+  end
+  return c
+end
+
 -- The provider and model for a request.
 function _M.resolve_model(name)
-  name = name or host.env("MOONHIVE_MODEL")
+  local c = config()
+  name = name or host.env("MOONHIVE_MODEL") or c.model
+  local aliases = type(c.aliases) == "table" and c.aliases or {}
+  if type(name) == "string" and type(aliases[name]) == "string" then name = aliases[name] end
   if not name then
     if host.has_key("openai") then name = "openai/gpt-4o-mini"
     elseif host.has_key("anthropic") then name = "anthropic/claude-3-5-haiku-latest"

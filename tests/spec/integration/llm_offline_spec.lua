@@ -135,6 +135,37 @@ describe("llm (offline mock provider)", function()
     assert.same({false, false, false, false, true}, v)
   end)
 
+  describe("the config file (moonhive.lua)", function()
+    it("names the default model and aliases", function()
+      local dir = H.tmpdir()
+      H.write(dir .. "/moonhive.lua", [[return {model = "fast", aliases = {fast = "mock/quick", smart = "mock/clever"}}]])
+      local res = H.eval([[local a = llm.chat{messages = {{role = "user", content = "x"}}}
+        local b = llm.chat{model = "smart", messages = {{role = "user", content = "x"}}}
+        return a.model .. " " .. b.model]], {env = env(), cwd = dir})
+      assert.equals("quick clever\n", H.ok(res))
+    end)
+
+    it("MOONHIVE_MODEL wins over the file", function()
+      local dir = H.tmpdir()
+      H.write(dir .. "/moonhive.lua", [[return {model = "mock/from-file"}]])
+      local res = H.eval([[return llm.chat{messages = {{role = "user", content = "x"}}}.model]],
+                         {env = env({MOONHIVE_MODEL = "mock/from-env"}), cwd = dir})
+      assert.equals("from-env\n", H.ok(res))
+    end)
+
+    it("is data only, and a broken file is reported", function()
+      local dir = H.tmpdir()
+      H.write(dir .. "/moonhive.lua", [[return {model = os.getenv("HOME")}]])
+      local res = H.eval([[return llm.chat{messages = {{role = "user", content = "x"}}}.model]], {env = env(), cwd = dir})
+      assert.equals(0, res.code, H.show(res))
+      assert.matches("moonhive.lua", res.stderr, 1, true)
+      assert.matches("os", res.stderr, 1, true)
+      H.write(dir .. "/moonhive.lua", [[while true do end]])
+      res = H.eval([[return llm.chat{messages = {{role = "user", content = "x"}}}.model]], {env = env(), cwd = dir})
+      assert.matches("takes too long to evaluate", res.stderr, 1, true)
+    end)
+  end)
+
   describe("usage and budgets", function()
     it("llm.usage() totals the run's calls, its tasks' included", function()
       local v = value([[
