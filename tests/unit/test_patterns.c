@@ -284,7 +284,8 @@ static void test_pathological(void **state) {
   assert_true(hits_budget(L, "gstring.find(a, '.-.-.-.-b')", 20));
   assert_true(hits_budget(L, "gstring.find(paren, '%b()')", 20));
   assert_true(hits_budget(L, "gstring.find(a, '^(a*)%1b')", 20));
-  assert_true(hits_budget(L, "gstring.find(a, b .. 'b', 1, true)", 20));
+  /* plain find is memmem now: linear, so this is no longer pathological */
+  assert_false(hits_budget(L, "gstring.find(a, b .. 'b', 1, true)", 20));
   assert_true(hits_budget(L, "gstring.gsub(a, '', ('%0'):rep(10000))", 20));
   /* work that grows with the pattern: a long set, a long literal run */
   assert_true(hits_budget(L, "gstring.find(a, '[' .. ('b'):rep(100000) .. 'a]*c')", 20));

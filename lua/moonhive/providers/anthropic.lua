@@ -141,7 +141,20 @@ local function chat_stream(req, model, emit)
   local done, emitted, failure = false, false, nil
   local res, err = request(req, body_for(req, model, true), {
     sse = function(ev)
-      local v = C.decode(ev.data)
+      local data = ev.data
+      -- the common event: a text delta for a block already started
+      if ev.event == "content_block_delta" then
+        local text = C.plain_string_after(data, '"delta":{"type":"text_delta","text":"')
+        local i = text and tonumber(data:match('"index":(%d+)'))
+        local b = i and blocks[i + 1]
+        if b then
+          b.text = b.text .. text
+          emitted = true
+          if emit({ content = text }) == false then return false end
+          return
+        end
+      end
+      local v = C.decode(data)
       if type(v) ~= "table" then failure = { message = "malformed stream event", retryable = false } return false end
       local t = v.type
       if t == "message_start" and type(v.message) == "table" then

@@ -49,6 +49,22 @@ end
 
 function _M.encode(v) return cjson.encode(v) end
 
+-- The string value that follows `prefix` (which ends with the opening
+-- quote) in JSON text, when it has no escapes; nil otherwise. Streams send
+-- hundreds of small chunks whose only news is one such string: reading it
+-- directly costs a fraction of decoding the whole chunk, and anything
+-- unusual (an escape, no match) falls back to the full decoder.
+local find, sub = string.find, string.sub
+function _M.plain_string_after(text, prefix)
+  local _, e = find(text, prefix, 1, true)
+  if not e then return nil end
+  local close = find(text, '"', e + 1, true)
+  if not close then return nil end
+  local value = sub(text, e + 1, close - 1)
+  if find(value, "\\", 1, true) then return nil end
+  return value
+end
+
 -- Request options shared by the providers' http calls.
 function _M.http_options(req)
   return {

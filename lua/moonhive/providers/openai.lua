@@ -9,6 +9,8 @@ local C = require "moonhive.providers.common"
 
 local _M = {}
 
+local find = string.find
+
 local function base_url()
   return (host.env("OPENAI_BASE_URL") or "https://api.openai.com/v1"):gsub("/+$", "")
 end
@@ -126,8 +128,21 @@ local function chat_stream(req, model, emit)
   local parts, calls, finish, usage, done, emitted, failure = {}, {}, nil, nil, false, false, nil
   local res, err = request(req, "/chat/completions", body_for(req, model, true), {
     sse = function(ev)
-      if ev.data == "[DONE]" then done = true return end
-      local chunk = C.decode(ev.data)
+      local data = ev.data
+      if data == "[DONE]" then done = true return end
+      -- the common chunk: one content delta, nothing finished yet
+      if find(data, '"finish_reason":null', 1, true) and not find(data, '"tool_calls"', 1, true) then
+        local text = C.plain_string_after(data, '"delta":{"content":"')
+        if text then
+          if text ~= "" then
+            parts[#parts + 1] = text
+            emitted = true
+            if emit({ content = text }) == false then return false end
+          end
+          return
+        end
+      end
+      local chunk = C.decode(data)
       if type(chunk) ~= "table" then failure = "malformed stream event" return false end
       if type(chunk.error) == "table" then failure = tostring(chunk.error.message) return false end
       if type(chunk.usage) == "table" then usage = usage_of(chunk.usage) end
