@@ -53,4 +53,17 @@ function _M.transport_error(err)
   return { message = err, retryable = err ~= "response body too large" }
 end
 
+-- The error of a streamed request that did not end well, or nil: a transport
+-- failure or an HTTP error status. Once deltas went out (`emitted`) nothing
+-- is retried, so the script never sees a piece twice.
+function _M.stream_error(res, err, emitted, message_of)
+  if not res then
+    local e = _M.transport_error(err)
+    e.retryable = e.retryable and not emitted
+    return e
+  end
+  if res.status ~= 200 then return _M.http_error(res, message_of(res.body, "request failed")) end
+  return nil
+end
+
 return _M

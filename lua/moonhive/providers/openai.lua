@@ -174,12 +174,8 @@ local function chat_stream(req, model, emit)
       if type(choice.finish_reason) == "string" then finish = choice.finish_reason end
     end,
   })
-  if not res then
-    local e = retry.transport_error(err)
-    e.retryable = e.retryable and not emitted
-    return nil, e
-  end
-  if res.status ~= 200 then return nil, retry.http_error(res, C.error_message(res.body, "request failed")) end
+  local broken = retry.stream_error(res, err, emitted, C.error_message)
+  if broken then return nil, broken end
   if failure then return nil, { message = failure, retryable = false } end
   if not done and not finish then
     return nil, { message = "the stream ended before the response was complete", retryable = not emitted }
