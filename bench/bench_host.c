@@ -364,16 +364,6 @@ static double cpu_per_call(mh_host *host, const char *code, int clients, int cal
   return cpu / (clients * calls_per_client);
 }
 
-static long peak_rss_kib(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  long kib = 0;
-  while (f && fgets(line, sizeof line, f))
-    if (strncmp(line, "VmHWM:", 6) == 0) kib = strtol(line + 6, NULL, 10);
-  if (f) fclose(f);
-  return kib;
-}
-
 static void bench_llm(mh_host *host, int port) {
   char base[96], code[1024];
   snprintf(base, sizeof base, "http://127.0.0.1:%d/v1", port);
@@ -411,8 +401,8 @@ static void bench_llm(mh_host *host, int port) {
   printf("llm: CPU per streamed call of 100 chunks %.0f us vs bare http with SSE %.0f us: ratio %.2f (target <= 1.5)\n",
          median(scall, REPS), median(splain, REPS), median(r2, REPS));
 
-  /* 1000 concurrent calls, each its own run */
-  long rss0 = peak_rss_kib();
+  /* 1000 concurrent calls, each its own run; RSS sampled as the loop turns */
+  long rss0 = rss_kib(), rss_peak = rss0;
   mh_vm *vm = mh_vm_new(host, &host->limits, NULL);
   snprintf(code, sizeof code,
            "assert(llm.chat{model = 'openai/m', messages = {{role = 'user', content = 'hello [delay:50]'}}})");
@@ -424,13 +414,18 @@ static void bench_llm(mh_host *host, int port) {
     lua_pushvalue(vm->L, -1);
     mh_run_start(vm, 0, count_done, &c);
   }
-  while (c.done < N) uv_run(host->loop, UV_RUN_ONCE);
+  while (c.done < N) {
+    uv_run(host->loop, UV_RUN_ONCE);
+    long now = rss_kib();
+    if (now > rss_peak) rss_peak = now;
+  }
   double wall = now_us() - t0;
   lua_pop(vm->L, 1);
   mh_vm_free(vm);
-  printf("llm: 1000 concurrent calls (mock latency 50 ms, %s at a time per provider): %.0f calls/s, peak RSS %.1f MiB "
-         "(+%.1f MiB), %d failed\n", getenv("MOONHIVE_LLM_CONCURRENCY") ? getenv("MOONHIVE_LLM_CONCURRENCY") : "32",
-         N / (wall / 1e6), peak_rss_kib() / 1024.0, (peak_rss_kib() - rss0) / 1024.0, c.failed);
+  printf("llm: 1000 concurrent calls (mock latency 50 ms, %s at a time per provider): %.0f calls/s, "
+         "peak RSS %.1f MiB (%.1f MiB above the start), %d failed\n",
+         getenv("MOONHIVE_LLM_CONCURRENCY") ? getenv("MOONHIVE_LLM_CONCURRENCY") : "32",
+         N / (wall / 1e6), rss_peak / 1024.0, (rss_peak - rss0) / 1024.0, c.failed);
 }
 
 int main(int argc, char **argv) {

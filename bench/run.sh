@@ -14,8 +14,9 @@ export MOONHIVE_RUNTIME="$PWD/lua" MOONHIVE_STDLIB="$PWD/stdlib"
 unset OPENAI_API_KEY ANTHROPIC_API_KEY MOONHIVE_MODEL
 coproc SERVER { exec "${server_pin[@]}" "$BUILD/tools/testserver" --port 0; }
 read -r _ port <&"${SERVER[0]}"
-coproc MOCK { exec "${server_pin[@]}" "$BUILD/tools/mockllm" --port 0; }
-read -r _ mock_port <&"${MOCK[0]}"
+exec {mock_out}< <(exec "${server_pin[@]}" "$BUILD/tools/mockllm" --port 0 < /dev/null)
+MOCK_PID=$!
+read -r _ mock_port <&"$mock_out"
 trap 'kill $SERVER_PID $MOCK_PID 2>/dev/null || true' EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n 16384 2>/dev/null || true
 echo "moonhive bench ($(nproc) cores; test server on port $port, mock LLM on $mock_port${server_pin:+; servers on core 1, bench on core 0})"
