@@ -53,7 +53,8 @@ static void copy_one(copy_job *job, lua_State *L, int idx, int depth) {
   }
   luaL_checkstack(L, 4, "copy");
   idx = lua_absindex(from, idx);
-  lua_createtable(L, (int)lua_rawlen(from, idx), 0);
+  lua_Unsigned n = lua_rawlen(from, idx);          /* a border, not a count: cap it */
+  lua_createtable(L, n < 64 ? (int)n : 64, 0);
   lua_pushnil(from);
   while (lua_next(from, idx)) {               /* from: key value */
     int kt = lua_type(from, -2);

@@ -17,6 +17,7 @@
 
 #include <lauxlib.h>
 
+#include "copy.h"
 #include "vm.h"
 
 static const char *const readable[] = {"MOONHIVE_MODEL", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL",
@@ -44,10 +45,67 @@ static int host_has_key(lua_State *L) {
 
 static const char CONFIG_KEY = 0; /* registry: the loaded configuration */
 
-/* [-0, +1, -] lua_pcall'd chunk runner with an instruction cap */
+/* The configuration is evaluated in a bare state of its own: no libraries
+ * at all (so strings have no methods and no C function can run long), a
+ * memory cap, and an instruction cap; only the resulting data is copied out. */
+#define CONFIG_MEMORY ((size_t)16 << 20)
+
+static void *config_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  size_t *used = ud;
+  if (ptr == NULL) osize = 0;
+  if (nsize == 0) {
+    free(ptr);
+    *used -= osize;
+    return NULL;
+  }
+  if (nsize > osize && *used - osize + nsize > CONFIG_MEMORY) return NULL;
+  void *block = realloc(ptr, nsize);
+  if (block) *used = *used - osize + nsize;
+  return block;
+}
+
 static void config_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   luaL_error(L, "the configuration file takes too long to evaluate");
+}
+
+/* [-0, +(1|2), -] evaluates the config text into a table on L, or fail + message */
+static int evaluate_config(lua_State *L, const char *path, const char *text, size_t len) {
+  size_t used = 0;
+  lua_State *C = lua_newstate(config_alloc, &used);
+  if (C == NULL) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "cannot evaluate the configuration: out of memory");
+    return 2;
+  }
+  char chunkname[512];
+  snprintf(chunkname, sizeof chunkname, "@%s", path);
+  int status = luaL_loadbufferx(C, text, len, chunkname, "t");
+  if (status == LUA_OK) {
+    lua_newtable(C);                        /* its _ENV: nothing at all */
+    lua_setupvalue(C, -2, 1);
+    lua_sethook(C, config_hook, LUA_MASKCOUNT, 10000000);
+    status = lua_pcall(C, 0, 1, 0);
+  }
+  char err[300];
+  int rc;
+  if (status != LUA_OK) {
+    luaL_pushfail(L);
+    lua_pushstring(L, lua_tostring(C, -1) ? lua_tostring(C, -1) : "the configuration failed");
+    rc = 2;
+  } else if (!lua_istable(C, -1)) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "%s must return a table", path);
+    rc = 2;
+  } else if (mh_copy_value(C, -1, L, err, sizeof err) != 0) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "%s: %s", path, err);
+    rc = 2;
+  } else {
+    rc = 1;
+  }
+  lua_close(C);
+  return rc;
 }
 
 static int host_config(lua_State *L) {
@@ -74,28 +132,8 @@ static int host_config(lua_State *L) {
     luaL_pushresult(&b);
     size_t len;
     const char *text = lua_tolstring(L, -1, &len);
-    lua_pushfstring(L, "@%s", path);
-    if (luaL_loadbufferx(L, text, len, lua_tostring(L, -1), "t") != LUA_OK) {
-      luaL_pushfail(L);
-      lua_insert(L, -2);
-      return 2;
-    }
-    lua_newtable(L);                       /* its _ENV: nothing at all */
-    lua_setupvalue(L, -2, 1);
-    lua_State *co = lua_newthread(L);      /* evaluate under an instruction cap */
-    lua_insert(L, -2);
-    lua_xmove(L, co, 1);
-    lua_sethook(co, config_hook, LUA_MASKCOUNT, 10000000);
-    int nres;
-    int status = lua_resume(co, L, 0, &nres);
-    if (status != LUA_OK || nres < 1 || !lua_istable(co, -nres)) {
-      luaL_pushfail(L);
-      if (status != LUA_OK) lua_xmove(co, L, 1);
-      else lua_pushfstring(L, "%s must return a table", path);
-      return 2;
-    }
-    lua_pop(co, nres - 1);
-    lua_xmove(co, L, 1);                   /* ... thread config */
+    int rc = evaluate_config(L, path, text, len);
+    if (rc == 2) return 2;
   }
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &CONFIG_KEY);

@@ -318,6 +318,10 @@ static int next_sse_event(lua_State *L, http_req *r) {
     r->pending_off += used;
     if (r->pending_off == r->pending.len) r->pending.len = r->pending_off = 0;
     if (ready) {
+      /* the event's fields live in the parser's buffers: mask the key there */
+      scrub(r->secret, (char *)ev.data, ev.data_len);
+      scrub(r->secret, (char *)ev.event, ev.event_len);
+      if (ev.id) scrub(r->secret, (char *)ev.id, ev.id_len);
       lua_createtable(L, 0, 4);
       lua_pushlstring(L, ev.event, ev.event_len);
       lua_setfield(L, -2, "event");
@@ -340,10 +344,15 @@ static int next_sse_event(lua_State *L, http_req *r) {
 /* [-0, +1, m] pushes the next value for the script's callback; 0 if none */
 static int next_delivery(lua_State *L, http_req *r) {
   if (r->aborted || r->pending.len == r->pending_off) return 0;
+  if (r->mode == BODY_SSE) return next_sse_event(L, r); /* scrubs whole events */
+  /* A key split across two reads must not slip through: with a secret, the
+   * last len(key) - 1 bytes wait for more data (or the end). */
+  size_t hold = r->secret && !r->done ? strlen(r->secret) - 1 : 0;
+  if (r->pending.len <= hold) return 0;
   scrub(r->secret, r->pending.data, r->pending.len);
-  if (r->mode == BODY_SSE) return next_sse_event(L, r);
-  lua_pushlstring(L, r->pending.data, r->pending.len);
-  r->pending.len = 0;
+  size_t give = r->pending.len - hold;
+  lua_pushlstring(L, r->pending.data, give);
+  mh_membuf_consume(&r->pending, give);
   return 1;
 }
 

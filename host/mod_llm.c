@@ -303,6 +303,7 @@ static int start_call(lua_State *L, const char *entry, const char *what) {
     lua_pushliteral(L, "the runtime could not start the call");
     return 2;
   }
+  mh_run_inherit_limits(remote, run);
   b->caller = c;
   b->remote = remote;
   c->b = b;

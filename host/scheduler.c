@@ -177,11 +177,29 @@ mh_break mh_run_add_usage(mh_run *run, uint64_t in, uint64_t out, double cost) {
     r->tokens_out += out;
     r->cost += cost;
     r->calls++;
-    if (lim->tokens && r->tokens_in + r->tokens_out > lim->tokens) broke = MH_BREAK_TOKENS;
-    else if (lim->cost > 0 && r->cost > lim->cost) broke = MH_BREAK_COST;
+    mh_break over = MH_BREAK_NONE;
+    if (lim->tokens && r->tokens_in + r->tokens_out > lim->tokens) over = MH_BREAK_TOKENS;
+    else if (lim->cost > 0 && r->cost > lim->cost) over = MH_BREAK_COST;
+    if (over == MH_BREAK_NONE) continue;
+    if (broke == MH_BREAK_NONE) broke = over;
+    /* The budget is the whole run's: an ancestor over it stops too. */
+    if (r != run && r->broken == MH_BREAK_NONE) {
+      r->broken = over;
+      if (r->state == MH_RUN_WAITING) ready_push(r);
+    }
   }
   if (broke != MH_BREAK_NONE && run->broken == MH_BREAK_NONE) run->broken = broke;
   return broke;
+}
+
+void mh_run_inherit_limits(mh_run *run, const mh_run *from) {
+  run->cpu_budget_ns = from->cpu_budget_ns;
+  if (from->deadline_at_ns) {
+    uint64_t now = uv_hrtime();
+    run->deadline_at_ns = from->deadline_at_ns;
+    mh_timer_start(&run->vm->host->timers, &run->deadline,
+                   from->deadline_at_ns > now ? (from->deadline_at_ns - now + 999999) / 1000000 : 0);
+  }
 }
 
 /* Unlinks a run from its parent and cancels its own children. */

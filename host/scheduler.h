@@ -98,6 +98,10 @@ mh_run *mh_run_start(mh_vm *vm, int nargs, mh_run_done_fn done, void *ud);
 /* [-(nargs+1), +0, m] Starts a child run of parent (same sandbox): it shares
  * the parent's deadline and is cancelled when the parent ends. */
 mh_run *mh_run_spawn(mh_run *parent, int nargs, mh_run_done_fn done, void *ud);
+/* Gives `run` (e.g. a call the runtime makes for a script) the CPU budget
+ * and the deadline of `from`, so work done on a script's behalf is bounded
+ * by that script's limits. */
+void mh_run_inherit_limits(mh_run *run, const mh_run *from);
 /* Asks a run to stop: it ends with "run cancelled" at its next instruction
  * or, when waiting, as soon as the loop turns. */
 void mh_run_cancel(mh_run *run, mh_break reason);

@@ -24,6 +24,8 @@ typedef struct semaphore semaphore;
 typedef struct permit {      /* host memory; its continuation runs only while it lives */
   mh_op op;
   semaphore *sem;
+  lua_State *state;           /* the state's main thread, to let go of sem_ref */
+  int sem_ref;                /* keeps the semaphore alive while the permit exists */
   struct permit *prev, *next; /* in sem's queue while waiting */
   int held;
 } permit;
@@ -60,6 +62,7 @@ static void permit_release(mh_op *op) {
   mh_op_detach(op);
   if (p->held) pass_on(p->sem);
   else unqueue(p);
+  luaL_unref(p->state, LUA_REGISTRYINDEX, p->sem_ref);
   free(p);
 }
 
@@ -88,9 +91,16 @@ static int acquire_k(lua_State *L, int status, lua_KContext ctx) {
 static int sem_acquire(lua_State *L) {
   semaphore *s = check_sem(L);
   mh_run *run = mh_async_begin(L, "semaphore:acquire");
+  lua_settop(L, 1);
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX);          /* the permit keeps sem alive */
   permit *p = calloc(1, sizeof *p);
-  if (p == NULL) return luaL_error(L, "semaphore: out of memory");
+  if (p == NULL) {
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    return luaL_error(L, "semaphore: out of memory");
+  }
   p->sem = s;
+  p->sem_ref = ref;
+  p->state = run->vm->L;
   mh_op_attach(run, &p->op, &permit_type);
   if (s->free > 0 && s->head == NULL) {
     s->free--;

@@ -29,7 +29,8 @@ local function open()
 end
 
 -- The fields of a request that shape the answer.
-local shaping = { "system", "messages", "tools", "tool_choice", "temperature", "max_tokens", "response_format" }
+local shaping = { "system", "messages", "tools", "tool_choice", "temperature", "max_tokens", "response_format",
+                  "mock" }
 
 function _M.key(provider, model, req)
   local subject = { provider = provider, model = model }

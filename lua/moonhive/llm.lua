@@ -120,7 +120,13 @@ function _M.chat(req, emit)
   end
   local g = gate(pname)
   g:acquire()
+  -- `timeout` is the whole call's, retries and waits included
+  local deadline = tonumber(req.timeout) and time.monotonic() + tonumber(req.timeout)
   local res, e = retry.call(function(attempt)
+    if deadline then
+      req.timeout_left = math.floor(deadline - time.monotonic())
+      if req.timeout_left <= 0 then return nil, { message = "timeout", retryable = false } end
+    end
     return provider.chat(req, model, emit, attempt)
   end, req.retry)
   g:release()

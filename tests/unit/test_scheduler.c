@@ -296,6 +296,12 @@ static void test_semaphores(void **state) {
              "sleep(5) w:cancel() local ok = w:wait() sem:release() return ok, sem:available()", &o);
   assert_ok_output(&o, "false\t1");
   outcome_clear(&o);
+  /* a permit keeps its semaphore alive, even when the script drops it */
+  eval_fresh(NULL,
+             "local s = task.semaphore(1) local t = task.spawn(function() s:acquire() sleep(20) end) "
+             "sleep(5) s = nil collectgarbage() collectgarbage() t:wait() return 'ok'", &o);
+  assert_ok_output(&o, "ok");
+  outcome_clear(&o);
   eval_fresh(NULL, "task.semaphore(1):release()", &o);
   assert_error_contains(&o, "holds no permit");
   outcome_clear(&o);

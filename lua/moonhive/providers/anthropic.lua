@@ -109,7 +109,8 @@ local function result_of(blocks, stop_reason, usage, model)
   for _, b in ipairs(blocks) do
     if b.type == "text" and type(b.text) == "string" then texts[#texts + 1] = b.text
     elseif b.type == "tool_use" then
-      calls[#calls + 1] = { id = b.id, name = b.name, arguments = C.tool_arguments(b.input) }
+      calls[#calls + 1] = { id = C.str(b.id) or ("toolu_" .. (#calls + 1)), name = C.str(b.name),
+                            arguments = C.tool_arguments(b.input) }
     end
   end
   return {
@@ -130,8 +131,7 @@ local function chat_once(req, model)
     return nil, { message = "malformed response: no content", retryable = false }
   end
   local u = type(v.usage) == "table" and v.usage or {}
-  return result_of(v.content, v.stop_reason, { input = tonumber(u.input_tokens) or 0,
-                                                output = tonumber(u.output_tokens) or 0 },
+  return result_of(v.content, v.stop_reason, { input = C.count(u.input_tokens), output = C.count(u.output_tokens) },
                    type(v.model) == "string" and v.model or model)
 end
 
@@ -159,11 +159,12 @@ local function chat_stream(req, model, emit)
       local t = v.type
       if t == "message_start" and type(v.message) == "table" then
         local u = type(v.message.usage) == "table" and v.message.usage or {}
-        usage.input = tonumber(u.input_tokens) or 0
-        usage.output = tonumber(u.output_tokens) or 0
+        usage.input = C.count(u.input_tokens)
+        usage.output = C.count(u.output_tokens)
       elseif t == "content_block_start" and type(v.content_block) == "table" then
         local i = (tonumber(v.index) or 0) + 1
-        blocks[i] = { type = v.content_block.type, id = v.content_block.id, name = v.content_block.name, text = "" }
+        blocks[i] = { type = C.str(v.content_block.type), id = C.str(v.content_block.id),
+                      name = C.str(v.content_block.name), text = "" }
         json_parts[i] = {}
       elseif t == "content_block_delta" and type(v.delta) == "table" then
         local i = (tonumber(v.index) or 0) + 1
@@ -182,7 +183,7 @@ local function chat_stream(req, model, emit)
         end
       elseif t == "message_delta" then
         if type(v.delta) == "table" and type(v.delta.stop_reason) == "string" then stop_reason = v.delta.stop_reason end
-        if type(v.usage) == "table" and v.usage.output_tokens then usage.output = tonumber(v.usage.output_tokens) or usage.output end
+        if type(v.usage) == "table" and v.usage.output_tokens then usage.output = C.count(v.usage.output_tokens) end
       elseif t == "message_stop" then
         done = true
       elseif t == "error" then

@@ -14,9 +14,12 @@ function _M.decode(text)
   return value
 end
 
--- A decoded value with JSON nulls removed (they cannot cross into sandboxes).
+-- A decoded value with JSON nulls removed (they cannot cross into sandboxes)
+-- and whole numbers made integers again (lua-cjson decodes every number as
+-- a float, so 42 would print as 42.0).
 function _M.strip_nulls(v)
   if v == cjson.null then return nil end
+  if type(v) == "number" then return math.tointeger(v) or v end
   if type(v) ~= "table" then return v end
   local out = {}
   for k, x in pairs(v) do
@@ -65,10 +68,24 @@ function _M.plain_string_after(text, prefix)
   return value
 end
 
--- Request options shared by the providers' http calls.
+-- A string field of a decoded value, or nil (JSON null, a number...).
+function _M.str(v)
+  if type(v) == "string" then return v end
+  return nil
+end
+
+-- A count from a decoded value, as an integer.
+function _M.count(v)
+  v = tonumber(v)
+  if not v then return 0 end
+  return math.tointeger(v) or math.floor(v)
+end
+
+-- Request options shared by the providers' http calls. `timeout` is what
+-- remains of the call's total (llm.lua spreads it over the attempts).
 function _M.http_options(req)
   return {
-    timeout = req.timeout,                        -- total, ms (default: none)
+    timeout = req.timeout_left or req.timeout,    -- total, ms (default: none)
     connect_timeout = req.connect_timeout or 10000,
     idle_timeout = req.stall_timeout or 60000,    -- a stream that stalls this long fails
   }

@@ -93,7 +93,7 @@ end
 
 local function usage_of(u)
   if type(u) ~= "table" then return nil end
-  return { input = tonumber(u.prompt_tokens) or 0, output = tonumber(u.completion_tokens) or 0 }
+  return { input = C.count(u.prompt_tokens), output = C.count(u.completion_tokens) }
 end
 
 local function result_of(message, finish, usage, model)
@@ -103,7 +103,8 @@ local function result_of(message, finish, usage, model)
     res.tool_calls = {}
     for i, tc in ipairs(message.tool_calls) do
       local fn = type(tc["function"]) == "table" and tc["function"] or {}
-      res.tool_calls[i] = { id = tc.id, name = fn.name, arguments = C.tool_arguments(fn.arguments) }
+      res.tool_calls[i] = { id = C.str(tc.id) or ("call_" .. i), name = C.str(fn.name),
+                            arguments = C.tool_arguments(fn.arguments) }
     end
   end
   return res
@@ -204,7 +205,7 @@ function _M.embed(req, model)
   local vectors = {}
   for i, d in ipairs(v.data) do vectors[(tonumber(d.index) or (i - 1)) + 1] = C.strip_nulls(d.embedding) end
   local u = type(v.usage) == "table" and v.usage or {}
-  return { vectors = vectors, usage = { input = tonumber(u.prompt_tokens) or 0, output = 0 } }
+  return { vectors = vectors, usage = { input = C.count(u.prompt_tokens), output = 0 } }
 end
 
 return _M

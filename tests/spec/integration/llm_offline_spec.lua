@@ -194,6 +194,51 @@ describe("llm (offline mock provider)", function()
     end)
   end)
 
+  describe("review regressions", function()
+    it("a task going over the token budget stops its parent too", function()
+      local res = H.eval([[
+        local ts = {}
+        for i = 1, 5 do ts[i] = task.spawn(function()
+          return llm.chat{model = "mock/m", messages = {{role = "user", content = ("w "):rep(50)}}} end) end
+        for i = 1, 5 do ts[i]:wait() end
+        sleep(50)
+        return "parent kept going"]], {env = env(), flags = {"--token-budget", "100"}})
+      assert.equals(1, res.code, H.show(res))
+      assert.matches("token budget of 100 exceeded", res.stderr, 1, true)
+      assert.is_nil(res.stdout:find("kept going", 1, true))
+    end)
+
+    it("the cache key includes scripted mock replies", function()
+      local v = value([[
+        local a = llm.chat{model = "mock/m", cache = true, mock = {{content = "A"}}, messages = {{role = "user", content = "k"}}}
+        local b = llm.chat{model = "mock/m", cache = true, mock = {{content = "B"}}, messages = {{role = "user", content = "k"}}}
+        return {a.content, b.content}]])
+      assert.same({"A", "B"}, v)
+    end)
+
+    it("work done in the runtime for a script is bounded by that script's deadline", function()
+      local res = H.eval([[return llm.chat{model = "mock/x", messages = {{role = "user",
+        content = string.rep("[reply:", 8000)}}}]], {env = env(), flags = {"--deadline", "500ms", "--cpu-limit", "500ms"}})
+      assert.equals(1, res.code)
+      assert.matches("exceeded", res.stderr, 1, true)
+    end)
+
+    it("whole numbers in tool arguments stay integers", function()
+      local v = value([[local r = llm.chat{model = "mock/m", messages = {{role = "user", content = '[tool:t:{"id":42,"xs":[1,3]}]'}}}
+        return {tostring(r.tool_calls[1].arguments.id), math.type(r.tool_calls[1].arguments.xs[2])}]])
+      assert.same({"42", "integer"}, v)
+    end)
+
+    it("a config file cannot run string methods", function()
+      local dir = H.tmpdir()
+      H.write(dir .. "/moonhive.lua", [[return {model = ("a"):rep(28):find(("a*"):rep(12) .. "b")}]])
+      local res = H.eval([[return llm.chat{messages = {{role = "user", content = "x"}}}.model]],
+                         {env = env(), cwd = dir, wait_ms = 20000})
+      assert.equals(0, res.code, H.show(res))
+      assert.matches("attempt to index a string value", res.stderr, 1, true)
+    end)
+  end)
+
   describe("moonhive chat", function()
     it("streams the reply to stdout and reports tokens and cost on stderr", function()
       local res = H.moonhive({"chat", "--model", "mock/cli", "--system", "be brief", "hello chat"}, {env = env()})

@@ -268,6 +268,16 @@ describe("llm providers against the mock LLM server", function()
     end)
   end)
 
+  describe("timeouts", function()
+    it("timeout bounds the whole call, retries and their waits included", function()
+      local v = value([[return {llm.chat{model = "openai/gpt-4o-mini", timeout = 600,
+        retry = {attempts = 5, base_ms = 5, max_ms = 5000},
+        messages = {{role = "user", content = "[fail:5:503:slowretry] [retry-after:1]"}}}}]])
+      assert.is_nil(v[1])
+      assert.is_true(#received() < 5, "it kept retrying past the timeout")
+    end)
+  end)
+
   describe("secrets", function()
     it("no script value, error or log line ever holds a key", function()
       local res = H.eval([[
