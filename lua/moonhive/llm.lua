@@ -43,22 +43,22 @@ local function gate(provider)
   return g
 end
 
-local config_loaded = false
+local loaded_config
 
--- The project's configuration (moonhive.lua), applied once: prices.
+-- The project's configuration (moonhive.lua), read and applied once (prices);
+-- a broken file is reported once and counts as no configuration, rather than
+-- being read and evaluated again on every call.
 local function config()
+  if loaded_config then return loaded_config end
   local c, err = host.config()
   if not c then
-    if not config_loaded then log.error("moonhive.lua: " .. tostring(err)) end
-    config_loaded = true
-    return {}
+    log.error("moonhive.lua: " .. tostring(err))
+    c = {}
   end
-  if not config_loaded then
-    config_loaded = true
-    for name, p in pairs(type(c.prices) == "table" and c.prices or {}) do
-      if type(p) == "table" then pricing.set(name, tonumber(p[1] or p.input) or 0, tonumber(p[2] or p.output) or 0) end
-    end
+  for name, p in pairs(type(c.prices) == "table" and c.prices or {}) do
+    if type(p) == "table" then pricing.set(name, tonumber(p[1] or p.input) or 0, tonumber(p[2] or p.output) or 0) end
   end
+  loaded_config = c
   return c
 end
 
