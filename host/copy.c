@@ -14,9 +14,29 @@ typedef struct copy_job {
   lua_State *from;
   int idx;
   int items;
-  char path[160];
+  size_t bytes;          /* string bytes copied so far */
+  const mh_copy_rules *rules;
+  int depth;             /* of the value being copied */
+  int keys[MH_COPY_MAX_DEPTH]; /* from's stack: the key of each level above it */
   const char *why;       /* set when the value cannot be copied */
 } copy_job;
+
+/* The path of the value that could not be copied ("messages[2].content"),
+ * read from the keys still on from's stack; built only for the error. */
+static void describe_path(const copy_job *job, char *path, size_t size) {
+  size_t len = 0;
+  path[0] = '\0';
+  for (int d = 0; d < job->depth && len + 2 < size; d++) {
+    int k = job->keys[d];
+    if (lua_type(job->from, k) == LUA_TSTRING)
+      snprintf(path + len, size - len, "%s%s", len ? "." : "", lua_tostring(job->from, k));
+    else if (lua_isinteger(job->from, k))
+      snprintf(path + len, size - len, "[%lld]", (long long)lua_tointeger(job->from, k));
+    else
+      snprintf(path + len, size - len, "[?]");
+    len = strlen(path);
+  }
+}
 
 /* [-0, +1, e] copies from->stack[idx] onto L (the destination) */
 static void copy_one(copy_job *job, lua_State *L, int idx, int depth) {
@@ -35,7 +55,13 @@ static void copy_one(copy_job *job, lua_State *L, int idx, int depth) {
     case LUA_TSTRING: {
       size_t len;
       const char *s = lua_tolstring(from, idx, &len);
-      lua_pushlstring(L, s, len);
+      job->bytes += len;
+      if (job->rules && job->rules->max_bytes && job->bytes > job->rules->max_bytes) {
+        job->why = "too big";
+        luaL_error(L, "copy");
+      }
+      if (job->rules && job->rules->masked) mh_push_masked(L, s, len, job->rules->masked);
+      else lua_pushlstring(L, s, len);
       return;
     }
     case LUA_TTABLE: break;
@@ -63,15 +89,12 @@ static void copy_one(copy_job *job, lua_State *L, int idx, int depth) {
       job->why = "a table key that is not a string, number or boolean";
       luaL_error(L, "copy");
     }
-    size_t mark = strlen(job->path);
-    if (kt == LUA_TSTRING && mark < sizeof job->path - 2)
-      snprintf(job->path + mark, sizeof job->path - mark, ".%s", lua_tostring(from, -2));
-    else if (kt == LUA_TNUMBER && lua_isinteger(from, -2) && mark < sizeof job->path - 2)
-      snprintf(job->path + mark, sizeof job->path - mark, "[%lld]", (long long)lua_tointeger(from, -2));
+    job->keys[depth] = lua_absindex(from, -2);
+    job->depth = depth + 1;
     copy_one(job, L, -2, depth + 1);          /* L: t key */
     copy_one(job, L, -1, depth + 1);          /* L: t key value */
     lua_rawset(L, -3);
-    job->path[mark] = '\0';
+    job->depth = depth;
     lua_pop(from, 1);                         /* from: key */
   }
 }
@@ -84,12 +107,45 @@ static int copy_protected(lua_State *L) {
   return 1;
 }
 
-int mh_copy_value(lua_State *from, int idx, lua_State *to, char *err, size_t errlen) {
+/* The first occurrence of any masked string in s, or NULL; *klen its length. */
+static const char *find_masked(const char *s, size_t len, const char *const *masked, size_t *klen) {
+  const char *first = NULL;
+  for (const char *const *m = masked; *m; m++) {
+    size_t kl = strlen(*m);
+    const char *at = kl ? memmem(s, len, *m, kl) : NULL;
+    if (at && (first == NULL || at < first)) first = at, *klen = kl;
+  }
+  return first;
+}
+
+void mh_push_masked(lua_State *L, const char *s, size_t len, const char *const *masked) {
+  size_t klen = 0;
+  const char *at = masked ? find_masked(s, len, masked, &klen) : NULL;
+  if (at == NULL) {
+    lua_pushlstring(L, s, len);
+    return;
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  while (at) {
+    luaL_addlstring(&b, s, (size_t)(at - s));
+    for (size_t i = 0; i < klen; i++) luaL_addchar(&b, '*');
+    len -= (size_t)(at - s) + klen;
+    s = at + klen;
+    at = find_masked(s, len, masked, &klen);
+  }
+  luaL_addlstring(&b, s, len);
+  luaL_pushresult(&b);
+}
+
+int mh_copy_value(lua_State *from, int idx, lua_State *to, const mh_copy_rules *rules, char *err, size_t errlen) {
   copy_job job;
   job.from = from;
   job.idx = lua_absindex(from, idx);
   job.items = 0;
-  job.path[0] = '\0';
+  job.bytes = 0;
+  job.rules = rules;
+  job.depth = 0;
   job.why = NULL;
   int top = lua_gettop(from);
   if (!lua_checkstack(to, 3)) {
@@ -99,11 +155,13 @@ int mh_copy_value(lua_State *from, int idx, lua_State *to, char *err, size_t err
   lua_pushcfunction(to, copy_protected);
   lua_pushlightuserdata(to, &job);
   int status = lua_pcall(to, 1, 1, 0);
-  lua_settop(from, top);                      /* an error may leave keys behind */
   if (status == LUA_OK) return 0;
+  char path[160];
+  describe_path(&job, path, sizeof path);     /* from the keys an error left behind */
+  lua_settop(from, top);
   lua_pop(to, 1);
   if (job.why)
-    snprintf(err, errlen, "cannot copy value%s%s: %s", job.path[0] ? " at " : "", job.path + (job.path[0] == '.'),
+    snprintf(err, errlen, "cannot copy value%s%s: %s", path[0] ? " at " : "", path,
              strcmp(job.why, "function") == 0 || strcmp(job.why, "userdata") == 0 || strcmp(job.why, "thread") == 0
                ? (job.why[0] == 'f' ? "a function cannot cross" : job.why[0] == 'u' ? "userdata cannot cross" : "a coroutine cannot cross")
                : job.why);

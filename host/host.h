@@ -16,6 +16,9 @@
 struct mh_run;
 struct mh_http;
 
+/* Providers whose keys the host may hold (index into host->secrets). */
+typedef enum { MH_SECRET_OPENAI = 0, MH_SECRET_ANTHROPIC = 1, MH_SECRET_COUNT } mh_secret_id;
+
 typedef struct mh_host {
   uv_loop_t *loop;
   uv_idle_t ready_idle;               /* drains the ready queue; active only when non-empty */
@@ -30,7 +33,7 @@ typedef struct mh_host {
   char stdlib_dir[PATH_MAX];          /* where guarded require finds stdlib/ */
   char runtime_dir[PATH_MAX];         /* the trusted runtime's Lua files (lua/) */
   struct mh_vm *runtime;              /* the trusted runtime state, created on first use */
-  char *secrets[2];                   /* provider API keys, read once from the environment; never in Lua */
+  char *secrets[MH_SECRET_COUNT];     /* provider API keys, read once from the environment; never in Lua */
   char data_dir[PATH_MAX];            /* $MOONHIVE_DATA or ./.moonhive */
 } mh_host;
 
@@ -38,8 +41,6 @@ typedef struct mh_host {
 int mh_host_init(mh_host *host, uv_loop_t *loop);
 /* Closes every handle the host owns and runs the loop until they are closed. */
 void mh_host_close(mh_host *host);
-/* Providers whose keys the host may hold (index into host->secrets). */
-typedef enum { MH_SECRET_OPENAI = 0, MH_SECRET_ANTHROPIC = 1 } mh_secret_id;
 /* The key for a provider, or NULL. Only C code (the http module, when the
  * trusted runtime asks for `auth`) ever reads it. */
 const char *mh_host_secret(mh_host *host, mh_secret_id id);

@@ -97,7 +97,7 @@ static int evaluate_config(lua_State *L, const char *path, const char *text, siz
     luaL_pushfail(L);
     lua_pushfstring(L, "%s must return a table", path);
     rc = 2;
-  } else if (mh_copy_value(C, -1, L, err, sizeof err) != 0) {
+  } else if (mh_copy_value(C, -1, L, NULL, err, sizeof err) != 0) {
     luaL_pushfail(L);
     lua_pushfstring(L, "%s: %s", path, err);
     rc = 2;

@@ -3,9 +3,11 @@
 -- Entry points, called by host/mod_llm.c as runs of the runtime state:
 --   chat(request, emit) -> result | nil, message
 --   embed(request, emit) -> {vectors = {...}, usage=, model=, provider=} | nil, message
--- `emit(delta)` hands a streamed piece ({content = "..."} or
--- {tool_call = {index=, id=, name=, arguments = "<fragment>"}}) to the
--- script; it returns false once the script is gone.
+-- `emit(text)` hands a streamed piece of content to the script, and
+-- `emit(index, id, name, fragment)` a piece of a tool call's arguments (the
+-- script sees {content = text} and {tool_call = {index=, id=, name=,
+-- arguments = fragment}}); emit returns false once the script is gone, and
+-- waits while the script is more than 1 MiB behind.
 --
 -- A model is named "provider/model" ("openai/gpt-4o-mini",
 -- "anthropic/claude-3-5-haiku-latest", "mock/default") or by an alias from
@@ -44,6 +46,7 @@ local function gate(provider)
 end
 
 local loaded_config
+local resolve
 
 -- The project's configuration (moonhive.lua), read and applied once (prices);
 -- a broken file is reported once and counts as no configuration, rather than
@@ -62,8 +65,21 @@ local function config()
   return c
 end
 
--- The provider and model for a request.
+-- The provider and model for a request, worked out once per name (the
+-- environment, the keys and the config file are read once per process).
+local resolved, n_resolved = {}, 0
 function _M.resolve_model(name)
+  local r = resolved[name or false]
+  if not r then
+    r = { resolve(name) }
+    if n_resolved < 256 then -- scripts may name any number of models
+      resolved[name or false], n_resolved = r, n_resolved + 1
+    end
+  end
+  return r[1], r[2], r[3]
+end
+
+function resolve(name)
   local c = config()
   name = name or host.env("MOONHIVE_MODEL") or c.model
   local aliases = type(c.aliases) == "table" and c.aliases or {}
@@ -113,7 +129,7 @@ function _M.chat(req, emit)
     local hit = cache.get(key)
     if hit then
       -- the same answer, without a request: it cost nothing this time
-      if req.stream_deltas and hit.content then emit({ content = hit.content }) end
+      if req.stream_deltas and hit.content then emit(hit.content) end
       hit.cached, hit.provider, hit.usage, hit.cost = true, pname, { input = 0, output = 0 }, 0
       return hit
     end

@@ -48,9 +48,20 @@ function _M.http_error(res, message)
   }
 end
 
+-- Transport failures that another attempt cannot fix: the request or the
+-- setup is wrong, not the network.
+local permanent = {
+  "response body too large", "malformed URL", "unsupported protocol",
+  "TLS certificate verification failed", "too many redirects",
+}
+
 -- The error for a transport failure (http returned nil, err).
 function _M.transport_error(err)
-  return { message = err, retryable = err ~= "response body too large" }
+  local message = tostring(err)
+  for _, p in ipairs(permanent) do
+    if message:find(p, 1, true) == 1 then return { message = message, retryable = false } end
+  end
+  return { message = message, retryable = true }
 end
 
 -- The error of a streamed request that did not end well, or nil: a transport

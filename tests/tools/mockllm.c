@@ -117,6 +117,9 @@
  *                         500 api_error, 529 overloaded_error, other 4xx
  *                         invalid_request_error, other 5xx api_error
  *                       429, 503 and 529 carry "Retry-After: 1".
+ *   [echo-key]          with [status:CODE]: the error message ends with
+ *                       ": key " and the request's key, each character
+ *                       written as a \uXXXX escape.
  *   [retry-after:S]     error responses carry "Retry-After: S" instead (any
  *                       status; S is any text without "]", e.g. 0, 2 or an
  *                       HTTP date); [retry-after:none] sends no Retry-After.
@@ -1006,6 +1009,7 @@ typedef struct script {
     int status;
     long delay, interval, chunks;
     int stall, close, stream_error;
+    int echo_key;    /* [echo-key] */
     int retry_set;   /* [retry-after:...] seen */
     char *retry;     /* its value; NULL for "none" */
 } script;
@@ -1118,6 +1122,8 @@ static size_t directive(script *sc, const char *s, size_t n)
     } else if (IS("[status:")) {
         if (parse_status(s + 8, end - 8, &sc->status) != 0)
             return 0;
+    } else if (IS("[echo-key]")) {
+        sc->echo_key = 1;
     } else if (IS("[delay:")) {
         if (parse_num(s + 7, end - 7, MS_MAX, &sc->delay) != 0)
             return 0;
@@ -1261,6 +1267,37 @@ static void api_error(conn *c, enum api api, int status, const char *msg, const 
                                    param, NULL));
 }
 
+/* [echo-key]: appends the key the request carried to the error message,
+ * every character written as a JSON \u escape, as a careless proxy might:
+ * only a decoder sees the key, not a byte search of the body. */
+static void echo_key(conn *c, const char *msg)
+{
+    /* the request's headers are in its record by now: the last one logged */
+    const cJSON *rec = cJSON_GetArrayItem(g_log, cJSON_GetArraySize(g_log) - 1);
+    const cJSON *headers = cJSON_GetObjectItemCaseSensitive(rec, "headers");
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(headers, "authorization");
+    const char *key = cJSON_IsString(h) ? h->valuestring : NULL;
+    if (key && strncmp(key, "Bearer ", 7) == 0)
+        key += 7;
+    if (!key) {
+        h = cJSON_GetObjectItemCaseSensitive(headers, "x-api-key");
+        key = cJSON_IsString(h) ? h->valuestring : "";
+    }
+    char *at = strstr(c->plan.body.p, msg);
+    if (!at)
+        return;
+    sbuf out = {0};
+    size_t head = (size_t)(at - c->plan.body.p) + strlen(msg);
+    sb_add(&out, c->plan.body.p, head);
+    sb_adds(&out, ": key ");
+    for (const unsigned char *k = (const unsigned char *)key; *k; k++)
+        sb_printf(&out, "\\u%04x", *k);
+    sb_adds(&out, c->plan.body.p + head);
+    sb_clear(&c->plan.body);
+    sb_add(&c->plan.body, out.p, out.len);
+    sb_free(&out);
+}
+
 /* The error scripted by [status:CODE] or [fail:N:CODE:KEY]. */
 static void scripted_error(conn *c, enum api api, int status, const script *sc)
 {
@@ -1285,6 +1322,8 @@ static void scripted_error(conn *c, enum api api, int status, const script *sc)
         }
         plan_json(&c->plan, status, openai_error_obj(msg, type, NULL, code));
     }
+    if (sc->echo_key)
+        echo_key(c, msg);
     add_retry_after(&c->plan, sc, status);
 }
 

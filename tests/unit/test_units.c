@@ -4,6 +4,7 @@
 
 #include "config.h"
 #include "copy.h"
+#include "mod_jsonscan.h"
 #include <lualib.h>
 #include "sse.h"
 
@@ -147,7 +148,7 @@ static void test_copy_between_states(void **state) {
   luaL_openlibs(A);
   char err[256];
   assert_int_equal(luaL_dostring(A, "return {1, 'two', 3.5, true, nested = {deep = {x = 'y'}}, [10] = false}"), LUA_OK);
-  assert_int_equal(mh_copy_value(A, -1, B, err, sizeof err), 0);
+  assert_int_equal(mh_copy_value(A, -1, B, NULL, err, sizeof err), 0);
   lua_setglobal(B, "t");
   luaL_openlibs(B);
   assert_int_equal(luaL_dostring(B, "return t[1] == 1 and t[2] == 'two' and t[3] == 3.5 and t[4] == true "
@@ -157,22 +158,80 @@ static void test_copy_between_states(void **state) {
   lua_settop(B, 0);
   /* what cannot cross: functions, cycles, userdata; the message names the path */
   assert_int_equal(luaL_dostring(A, "return {a = {b = print}}"), LUA_OK);
-  assert_int_equal(mh_copy_value(A, -1, B, err, sizeof err), -1);
+  assert_int_equal(mh_copy_value(A, -1, B, NULL, err, sizeof err), -1);
   assert_non_null(strstr(err, "a.b"));
   assert_non_null(strstr(err, "function"));
   assert_int_equal(lua_gettop(B), 0);
   assert_int_equal(luaL_dostring(A, "local t = {} t.self = t return t"), LUA_OK);
-  assert_int_equal(mh_copy_value(A, -1, B, err, sizeof err), -1);
+  assert_int_equal(mh_copy_value(A, -1, B, NULL, err, sizeof err), -1);
   assert_non_null(strstr(err, "too deeply"));
   assert_int_equal(luaL_dostring(A, "return {[{}] = 1}"), LUA_OK);
-  assert_int_equal(mh_copy_value(A, -1, B, err, sizeof err), -1);
+  assert_int_equal(mh_copy_value(A, -1, B, NULL, err, sizeof err), -1);
   assert_int_equal(lua_gettop(A), 3); /* the source stack is left as it was */
   /* metamethods do not run: only raw contents cross */
   assert_int_equal(luaL_dostring(A, "return setmetatable({}, {__index = function() error('ran') end, __pairs = error})"), LUA_OK);
-  assert_int_equal(mh_copy_value(A, -1, B, err, sizeof err), 0);
+  assert_int_equal(mh_copy_value(A, -1, B, NULL, err, sizeof err), 0);
   assert_true(lua_istable(B, -1));
   lua_close(A);
   lua_close(B);
+}
+
+static void test_copy_rules(void **state) {
+  (void)state;
+  lua_State *A = luaL_newstate(), *B = luaL_newstate();
+  luaL_openlibs(A);
+  luaL_openlibs(B);
+  char err[256];
+  /* a byte cap counts a string every time it is reached */
+  assert_int_equal(luaL_dostring(A, "local s = ('x'):rep(1000) return {s, s, s, {deep = s}}"), LUA_OK);
+  mh_copy_rules cap = {3500, NULL};
+  assert_int_equal(mh_copy_value(A, -1, B, &cap, err, sizeof err), -1);
+  assert_non_null(strstr(err, "[4].deep: too big"));
+  cap.max_bytes = 4004; /* keys are strings too */
+  assert_int_equal(mh_copy_value(A, -1, B, &cap, err, sizeof err), 0);
+  lua_settop(B, 0);
+  /* masked strings become asterisks wherever they appear, keys included */
+  const char *keys[] = {"sk-one", "KEY2", NULL};
+  mh_copy_rules mask = {0, keys};
+  assert_int_equal(luaL_dostring(A, "return {msg = 'bad key sk-one and KEY2, again sk-one', ['sk-one'] = 1, n = 5}"), LUA_OK);
+  assert_int_equal(mh_copy_value(A, -1, B, &mask, err, sizeof err), 0);
+  lua_setglobal(B, "t");
+  assert_int_equal(luaL_dostring(B, "return t.msg == 'bad key ****** and ****, again ******' and t['******'] == 1 "
+                                    "and t.n == 5 and t['sk-one'] == nil"), LUA_OK);
+  assert_true(lua_toboolean(B, -1));
+  mh_push_masked(B, "KEY2KEY2x", 9, keys);
+  assert_string_equal(lua_tostring(B, -1), "********x");
+  mh_push_masked(B, "nothing here", 12, keys);
+  assert_string_equal(lua_tostring(B, -1), "nothing here");
+  lua_close(A);
+  lua_close(B);
+}
+
+/* ---- jsonscan: one JSON string out of a text ---- */
+
+static void test_jsonscan(void **state) {
+  (void)state;
+  lua_State *L = luaL_newstate();
+  luaL_openlibs(L);
+  luaL_requiref(L, "jsonscan", luaopen_mh_jsonscan, 1);
+  lua_pop(L, 1);
+  assert_int_equal(luaL_dostring(L,
+    "local after = jsonscan.string_after\n"
+    "local P = '\"c\":\"'\n"
+    "assert(after('{\"c\":\"plain\"}', P) == 'plain')\n"
+    "assert(after('{\"c\":\"\"}', P) == '')\n"
+    "assert(after([[{\"c\":\"q\\\"x\\\\y\\/z\\n\\t\\b\\f\\r\"}]], P) == 'q\"x\\\\y/z\\n\\t\\b\\f\\r')\n"
+    "assert(after([[{\"c\":\"\\u00e9\\u20ac\"}]], P) == '\\u{e9}\\u{20ac}')\n"
+    "assert(after([[{\"c\":\"\\ud83d\\ude00\"}]], P) == '\\u{1F600}')\n"        /* a surrogate pair */
+    "assert(after([[{\"c\":\"\\ud83dx\"}]], P) == '\\u{FFFD}x')\n"               /* a lone half */
+    "assert(after('{\"c\":\"open', P) == nil)\n"                                      /* unterminated */
+    "assert(after([[{\"c\":\"bad\\q\"}]], P) == nil)\n"                             /* unknown escape */
+    "assert(after([[{\"c\":\"\\u12\"}]], P) == nil)\n"                              /* short \\u */
+    "assert(after('{\"c\":\"a\\nb\"}', P) == nil)\n"                                /* a raw control character */
+    "assert(after('{\"d\":1}', P) == nil)\n"                                           /* no prefix */
+    "assert(not pcall(after, 'x', 'no quote'))\n"),
+    LUA_OK);
+  lua_close(L);
 }
 
 int main(void) {
@@ -181,6 +240,8 @@ int main(void) {
     cmocka_unit_test(test_parse_sizes_and_durations),
     cmocka_unit_test(test_rendering),
     cmocka_unit_test(test_copy_between_states),
+    cmocka_unit_test(test_copy_rules),
+    cmocka_unit_test(test_jsonscan),
   };
   cmocka_set_message_output(CM_OUTPUT_TAP);
   return cmocka_run_group_tests(tests, NULL, NULL);

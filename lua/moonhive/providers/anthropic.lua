@@ -12,9 +12,7 @@ local _M = {}
 
 local VERSION = "2023-06-01"
 
-local function base_url()
-  return (host.env("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"):gsub("/+$", "")
-end
+local function base_url() return C.base_url("ANTHROPIC_BASE_URL", "https://api.anthropic.com") end
 
 local stop_reasons = { end_turn = "stop", tool_use = "tool_calls", max_tokens = "length", stop_sequence = "stop" }
 
@@ -79,7 +77,9 @@ local function body_for(req, model, stream)
     temperature = req.temperature,
     stream = stream or nil,
   }
-  if type(req.tools) == "table" and #req.tools > 0 and req.tool_choice ~= "none" then
+  -- with "none" the tools are still sent: a conversation holding tool_use
+  -- blocks is refused without them
+  if type(req.tools) == "table" and #req.tools > 0 then
     body.tools = {}
     for i, t in ipairs(req.tools) do
       body.tools[i] = { name = t.name, description = t.description,
@@ -88,7 +88,8 @@ local function body_for(req, model, stream)
     local choice = req.tool_choice
     if choice == "required" then body.tool_choice = { type = "any" }
     elseif type(choice) == "table" and choice.name then body.tool_choice = { type = "tool", name = choice.name }
-    elseif choice == "auto" then body.tool_choice = { type = "auto" } end
+    elseif choice == "auto" then body.tool_choice = { type = "auto" }
+    elseif choice == "none" then body.tool_choice = { type = "none" } end
   end
   return C.encode(body)
 end
@@ -100,7 +101,9 @@ local function request(req, body, extra)
   opts.headers = { ["Content-Type"] = "application/json", ["anthropic-version"] = VERSION }
   opts.body = body
   if host.has_key("anthropic") then opts.auth = "anthropic" end
-  for k, v in pairs(extra or {}) do opts[k] = v end
+  if extra then
+    for k, v in pairs(extra) do opts[k] = v end
+  end
   return http.request(opts)
 end
 
@@ -144,13 +147,13 @@ local function chat_stream(req, model, emit)
       local data = ev.data
       -- the common event: a text delta for a block already started
       if ev.event == "content_block_delta" then
-        local text = C.plain_string_after(data, '"delta":{"type":"text_delta","text":"')
+        local text = C.string_after(data, '"delta":{"type":"text_delta","text":"')
         local i = text and tonumber(data:match('"index":(%d+)'))
         local b = i and blocks[i + 1]
         if b then
-          b.text = b.text .. text
+          b.text[#b.text + 1] = text
           emitted = true
-          if emit({ content = text }) == false then return false end
+          if emit(text) == false then return false end
           return
         end
       end
@@ -164,20 +167,20 @@ local function chat_stream(req, model, emit)
       elseif t == "content_block_start" and type(v.content_block) == "table" then
         local i = (tonumber(v.index) or 0) + 1
         blocks[i] = { type = C.str(v.content_block.type), id = C.str(v.content_block.id),
-                      name = C.str(v.content_block.name), text = "" }
+                      name = C.str(v.content_block.name), text = {} }
         json_parts[i] = {}
       elseif t == "content_block_delta" and type(v.delta) == "table" then
         local i = (tonumber(v.index) or 0) + 1
         local b = blocks[i]
         if not b then failure = { message = "stream delta for an unknown block", retryable = false } return false end
         if v.delta.type == "text_delta" and type(v.delta.text) == "string" then
-          b.text = b.text .. v.delta.text
+          b.text[#b.text + 1] = v.delta.text
           emitted = true
-          if emit({ content = v.delta.text }) == false then return false end
+          if emit(v.delta.text) == false then return false end
         elseif v.delta.type == "input_json_delta" and type(v.delta.partial_json) == "string" then
           json_parts[i][#json_parts[i] + 1] = v.delta.partial_json
           emitted = true
-          if emit({ tool_call = { index = i, id = b.id, name = b.name, arguments = v.delta.partial_json } }) == false then
+          if emit(i, b.id, b.name, v.delta.partial_json) == false then
             return false
           end
         end
@@ -206,7 +209,7 @@ local function chat_stream(req, model, emit)
     if b.type == "tool_use" then
       final[#final + 1] = { type = "tool_use", id = b.id, name = b.name, input = table.concat(json_parts[i]) }
     else
-      final[#final + 1] = { type = "text", text = b.text }
+      final[#final + 1] = { type = "text", text = table.concat(b.text) }
     end
   end
   return result_of(final, stop_reason, usage, model)

@@ -2,6 +2,7 @@
 -- message text, tool-call argument decoding, the stream-break error.
 
 local cjson = require "cjson"
+local host = require "host"
 
 local _M = {}
 
@@ -52,20 +53,19 @@ end
 
 function _M.encode(v) return cjson.encode(v) end
 
--- The string value that follows `prefix` (which ends with the opening
--- quote) in JSON text, when it has no escapes; nil otherwise. Streams send
--- hundreds of small chunks whose only news is one such string: reading it
--- directly costs a fraction of decoding the whole chunk, and anything
--- unusual (an escape, no match) falls back to the full decoder.
-local find, sub = string.find, string.sub
-function _M.plain_string_after(text, prefix)
-  local _, e = find(text, prefix, 1, true)
-  if not e then return nil end
-  local close = find(text, '"', e + 1, true)
-  if not close then return nil end
-  local value = sub(text, e + 1, close - 1)
-  if find(value, "\\", 1, true) then return nil end
-  return value
+-- The value of the JSON string that follows `prefix` (which ends with the
+-- opening quote) in JSON text, escapes decoded; nil when there is none.
+-- Streams send hundreds of small chunks whose only news is one such string:
+-- reading it in C (host/mod_jsonscan.c) costs a fraction of decoding the
+-- whole chunk, and anything unusual falls back to the full decoder.
+_M.string_after = require("jsonscan").string_after
+
+-- A provider's base URL: the environment variable's value, else the
+-- default, without trailing slashes.
+function _M.base_url(env_name, default)
+  local url = host.env(env_name) or default
+  if url:byte(-1) == 47 then url = url:gsub("/+$", "") end -- a trailing "/"
+  return url
 end
 
 -- A string field of a decoded value, or nil (JSON null, a number...).

@@ -80,8 +80,7 @@ function _M.chat(req, model, emit)
                             arguments = C.tool_arguments(tc.arguments) }
       res.usage.output = res.usage.output + 1
       if req.stream_deltas then
-        emit({ tool_call = { index = i, id = res.tool_calls[i].id, name = tc.name,
-                             arguments = C.encode(res.tool_calls[i].arguments) } })
+        emit(i, res.tool_calls[i].id, tc.name, C.encode(res.tool_calls[i].arguments))
       end
     end
     res.finish_reason = "tool_calls"
@@ -92,7 +91,7 @@ function _M.chat(req, model, emit)
   res.finish_reason = "stop"
   if req.stream_deltas then
     for piece in res.content:gmatch("%S+%s*") do
-      if emit({ content = piece }) == false then break end
+      if emit(piece) == false then break end
     end
   end
   return res

@@ -11,9 +11,7 @@ local _M = {}
 
 local find = string.find
 
-local function base_url()
-  return (host.env("OPENAI_BASE_URL") or "https://api.openai.com/v1"):gsub("/+$", "")
-end
+local function base_url() return C.base_url("OPENAI_BASE_URL", "https://api.openai.com/v1") end
 
 local function auth()
   if host.has_key("openai") then return "openai" end
@@ -62,15 +60,25 @@ local function tool_choice_for(choice)
   return choice -- "auto" | "none" | "required" | nil
 end
 
+-- Reasoning models (o1, o3, o4-mini, gpt-5...) refuse max_tokens and want
+-- max_completion_tokens; other and OpenAI-compatible servers know max_tokens.
+local function reasoning_model(model)
+  return model:find("^o%d") ~= nil or model:find("^gpt%-5") ~= nil
+end
+
 local function body_for(req, model, stream)
   local body = {
     model = model,
     messages = messages_for(req),
     temperature = req.temperature,
-    max_tokens = req.max_tokens,
-    tool_choice = tool_choice_for(req.tool_choice),
   }
-  if type(req.tools) == "table" and #req.tools > 0 then body.tools = tools_for(req.tools) end
+  if reasoning_model(model) then body.max_completion_tokens = req.max_tokens
+  else body.max_tokens = req.max_tokens end
+  -- tool_choice without tools is refused
+  if type(req.tools) == "table" and #req.tools > 0 then
+    body.tools = tools_for(req.tools)
+    body.tool_choice = tool_choice_for(req.tool_choice)
+  end
   if req.response_format == "json" then body.response_format = { type = "json_object" }
   elseif type(req.response_format) == "table" then body.response_format = req.response_format end
   if stream then
@@ -87,7 +95,9 @@ local function request(req, path, body, extra)
   opts.headers = { ["Content-Type"] = "application/json" }
   opts.body = body
   opts.auth = auth()
-  for k, v in pairs(extra or {}) do opts[k] = v end
+  if extra then
+    for k, v in pairs(extra) do opts[k] = v end
+  end
   return http.request(opts)
 end
 
@@ -133,12 +143,12 @@ local function chat_stream(req, model, emit)
       if data == "[DONE]" then done = true return end
       -- the common chunk: one content delta, nothing finished yet
       if find(data, '"finish_reason":null', 1, true) and not find(data, '"tool_calls"', 1, true) then
-        local text = C.plain_string_after(data, '"delta":{"content":"')
+        local text = C.string_after(data, '"delta":{"content":"')
         if text then
           if text ~= "" then
             parts[#parts + 1] = text
             emitted = true
-            if emit({ content = text }) == false then return false end
+            if emit(text) == false then return false end
           end
           return
         end
@@ -153,7 +163,7 @@ local function chat_stream(req, model, emit)
       if type(d.content) == "string" and d.content ~= "" then
         parts[#parts + 1] = d.content
         emitted = true
-        if emit({ content = d.content }) == false then return false end
+        if emit(d.content) == false then return false end
       end
       if type(d.tool_calls) == "table" then
         for _, tc in ipairs(d.tool_calls) do
@@ -166,7 +176,7 @@ local function chat_stream(req, model, emit)
           if type(fn.arguments) == "string" and fn.arguments ~= "" then
             acc.args[#acc.args + 1] = fn.arguments
             emitted = true
-            if emit({ tool_call = { index = i, id = acc.id, name = acc.name, arguments = fn.arguments } }) == false then
+            if emit(i, acc.id, acc.name, fn.arguments) == false then
               return false
             end
           end

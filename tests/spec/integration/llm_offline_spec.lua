@@ -14,8 +14,8 @@ local function env(extra)
 end
 
 -- Evaluates code; returns the value it returns, rebuilt from eval's rendering.
-local function value(code, extra_env)
-  local res = H.eval(code, {env = env(extra_env)})
+local function value(code, extra_env, flags)
+  local res = H.eval(code, {env = env(extra_env), flags = flags})
   assert(res.code == 0, H.show(res))
   local f = assert(load("return " .. res.stdout, "=out", "t", {}))
   return f(), res
@@ -115,6 +115,30 @@ describe("llm (offline mock provider)", function()
     local res = H.eval([[return llm.chat{messages = {{role = "user", content = print}}}]], {env = env()})
     assert.equals(1, res.code)
     assert.matches("cannot copy value at messages[1].content: a function cannot cross", res.stderr, 1, true)
+  end)
+
+  it("refuses a request bigger than the script itself could hold", function()
+    local v = value([[
+      local big = ("x"):rep(1 << 20)
+      local messages = {}
+      for i = 1, 20 do messages[i] = {role = "user", content = big} end
+      local ok, e = pcall(llm.chat, {model = "mock/m", messages = messages})
+      return {ok, e}]], nil, {"--memory-limit", "16M"})
+    assert.is_false(v[1])
+    assert.matches("cannot copy value at messages%[%d+%]%.content: too big", v[2])
+  end)
+
+  it("a long stream waits for a slow script instead of piling up in its memory", function()
+    -- the mock hands out 750,000 deltas without pausing; queued all at once
+    -- they would need ~5 MB more than the 8 MiB cap leaves
+    local v = value([[
+      local reply = ("a "):rep(750000)
+      local n, bytes = 0, 0
+      local r, err = llm.chat{model = "mock/m", mock = {{content = reply}},
+        messages = {{role = "user", content = "x"}},
+        stream = function(d) n = n + 1 bytes = bytes + #d.content end}
+      return {n = n, bytes = bytes, same = r and r.content == reply, err = err}]], nil, {"--memory-limit", "8M"})
+    assert.same({n = 750000, bytes = 1500000, same = true}, v)
   end)
 
   it("is cancelled with its run: the deadline stops a streaming call", function()

@@ -123,6 +123,33 @@ describe("llm providers against the mock LLM server", function()
       assert.equals("/v1/embeddings", received()[1].path)
     end)
 
+    it("streams text with JSON escapes intact: quotes, newlines, accents, astral characters", function()
+      local text = 'say "hi"\\n\tthen é and 😀 [chunks:7]'
+      local v = value(([[
+        local parts = {}
+        local r = llm.chat{model = "openai/gpt-4o-mini", messages = {{role = "user", content = %q}},
+                           stream = function(d) parts[#parts + 1] = d.content end}
+        return {streamed = table.concat(parts), content = r.content}]]):format(text))
+      local want = "mock: " .. text:gsub(" %[chunks:7%]", "")
+      assert.equals(want, v.content)
+      assert.equals(want, v.streamed)
+    end)
+
+    it("sends tool_choice only with tools, and max_completion_tokens to reasoning models", function()
+      value([[
+        llm.chat{model = "openai/gpt-4o-mini", tool_choice = "auto", max_tokens = 50,
+                 messages = {{role = "user", content = "a"}}}
+        llm.chat{model = "openai/o3-mini", tool_choice = "required", max_tokens = 60, tools = {{name = "t"}},
+                 messages = {{role = "user", content = "b"}}}
+        return true]])
+      local reqs = received()
+      assert.is_nil(reqs[1].body.tool_choice)
+      assert.equals(50, reqs[1].body.max_tokens)
+      assert.equals("required", reqs[2].body.tool_choice)
+      assert.equals(60, reqs[2].body.max_completion_tokens)
+      assert.is_nil(reqs[2].body.max_tokens)
+    end)
+
     it("works without a key against an OpenAI-compatible local server", function()
       local v = value([[return llm.chat{model = "openai/llama3", messages = {{role = "user", content = "hi"}}}.content]],
                       {OPENAI_API_KEY = false})
@@ -175,6 +202,17 @@ describe("llm providers against the mock LLM server", function()
       local sent = received()[2].body.messages
       assert.same({type = "tool_use", id = "toolu_1", name = "lookup", input = {q = "x"}}, sent[2].content[1])
       assert.same({role = "user", content = {{type = "tool_result", tool_use_id = "toolu_1", content = "42"}}}, sent[3])
+    end)
+
+    it("tool_choice none keeps the tools, so a conversation with tool_use blocks is accepted", function()
+      value([[return llm.chat{model = "anthropic/claude-3-5-haiku-latest", tool_choice = "none",
+        tools = {{name = "lookup", parameters = {type = "object", properties = {}}}},
+        messages = {{role = "user", content = "q"},
+                    {role = "assistant", tool_calls = {{id = "toolu_1", name = "lookup", arguments = {}}}},
+                    {role = "tool", tool_call_id = "toolu_1", content = "42"}}}.content]])
+      local body = received()[1].body
+      assert.equals("lookup", body.tools[1].name)
+      assert.same({type = "none"}, body.tool_choice)
     end)
 
     it("a stream error event is an error, not a short answer", function()
@@ -279,6 +317,17 @@ describe("llm providers against the mock LLM server", function()
   end)
 
   describe("secrets", function()
+    it("a key echoed in an escaped form is masked before it reaches the script", function()
+      local v = value([[
+        local _, e1 = llm.chat{model = "openai/gpt-4o-mini", retry = {attempts = 1},
+                               messages = {{role = "user", content = "[status:401] [echo-key]"}}}
+        local _, e2 = llm.chat{model = "anthropic/claude-3-5-haiku-latest", retry = {attempts = 1},
+                               messages = {{role = "user", content = "[status:401] [echo-key]"}}}
+        return {e1, e2}]])
+      assert.equals("openai: mock error 401: key " .. ("*"):rep(#OPENAI_KEY) .. " (HTTP 401)", v[1])
+      assert.equals("anthropic: mock error 401: key " .. ("*"):rep(#ANTHROPIC_KEY) .. " (HTTP 401)", v[2])
+    end)
+
     it("no script value, error or log line ever holds a key", function()
       local res = H.eval([[
         local seen = {}
