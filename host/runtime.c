@@ -23,7 +23,6 @@ mh_vm *mh_runtime(mh_host *host, char *err, size_t errlen) {
     return NULL;
   }
   vm->trusted = 1;
-  lua_gc(vm->L, LUA_GCGEN, 0, 0);
   host->runtime = vm;
   return vm;
 }
