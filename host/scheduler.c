@@ -157,6 +157,7 @@ mh_run *mh_run_spawn(mh_run *parent, int nargs, mh_run_done_fn done, void *ud) {
   mh_run *run = mh_run_start(parent->vm, nargs, done, ud);
   if (run == NULL) return NULL;
   run->parent = parent;
+  memcpy(run->record_id, parent->record_id, sizeof run->record_id);
   run->sibling_next = parent->children;
   if (parent->children) parent->children->sibling_prev = run;
   parent->children = run;

@@ -83,6 +83,7 @@ struct mh_run {
   uint64_t tokens_in, tokens_out;  /* model usage of this run and its tasks */
   double cost;
   int calls;
+  char record_id[40];          /* the recorded agent run this run works for ("" if none); tasks inherit it */
 };
 
 /* Adds a model call's usage to a run and every ancestor; returns the budget
