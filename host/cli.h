@@ -16,7 +16,8 @@ int mh_cmd_run(int argc, char **argv);
 int mh_cmd_eval(int argc, char **argv);
 int mh_cmd_repl(int argc, char **argv);
 int mh_cmd_chat(int argc, char **argv);
+int mh_cmd_runs(int argc, char **argv);
 
-extern const char mh_help_run[], mh_help_eval[], mh_help_repl[], mh_help_chat[];
+extern const char mh_help_run[], mh_help_eval[], mh_help_repl[], mh_help_chat[], mh_help_runs[];
 
 #endif

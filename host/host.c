@@ -66,6 +66,9 @@ int mh_host_init(mh_host *host, uv_loop_t *loop) {
   read_secrets(host);
   const char *data = getenv("MOONHIVE_DATA");
   snprintf(host->data_dir, sizeof host->data_dir, "%s", data && *data ? data : ".moonhive");
+  const char *project = getenv("MOONHIVE_PROJECT");
+  if (project && *project) snprintf(host->project_dir, sizeof host->project_dir, "%s", project);
+  else if (getcwd(host->project_dir, sizeof host->project_dir) == NULL) host->project_dir[0] = '\0';
   return 0;
 }
 

@@ -35,6 +35,7 @@ typedef struct mh_host {
   struct mh_vm *runtime;              /* the trusted runtime state, created on first use */
   char *secrets[MH_SECRET_COUNT];     /* provider API keys, read once from the environment; never in Lua */
   char data_dir[PATH_MAX];            /* $MOONHIVE_DATA or ./.moonhive */
+  char project_dir[PATH_MAX];         /* $MOONHIVE_PROJECT or the working directory: agents/, tools/... */
 } mh_host;
 
 /* Sets up the loop and finds stdlib/ and the data directory. Returns 0 or -1. */

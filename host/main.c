@@ -16,6 +16,7 @@ static const char usage[] =
   "  eval 'CODE'              evaluate Lua code and print what it returns\n"
   "  repl                     interactive prompt on the event loop\n"
   "  chat [--model M] \"text\"  one model call, streamed to the terminal\n"
+  "  runs [list|show ID]      recorded agent runs and their events\n"
   "  version                  print the version\n"
   "  help [COMMAND]           this text, or a command's own help\n"
   "\n"
@@ -36,6 +37,7 @@ static const struct {
   {"eval", mh_cmd_eval, mh_help_eval},
   {"repl", mh_cmd_repl, mh_help_repl},
   {"chat", mh_cmd_chat, mh_help_chat},
+  {"runs", mh_cmd_runs, mh_help_runs},
   {"version", NULL, help_version},
   {"help", NULL, help_help},
 };

@@ -9,6 +9,8 @@
 #include "mod_jsonscan.h"
 #include "mod_llm.h"
 #include "mod_log.h"
+#include "mod_memory.h"
+#include "mod_runs.h"
 #include "mod_store.h"
 #include "mod_task.h"
 #include "mod_time.h"
@@ -25,6 +27,8 @@ static const struct { const char *name; lua_CFunction open; int trusted_only; } 
   {"http", luaopen_mh_http, 0},
   {"llm", luaopen_mh_llm, 0},
   {"log", luaopen_mh_log, 0},
+  {"memory", luaopen_mh_memory, 0},
+  {"runs", luaopen_mh_runs, 0},
   {"task", luaopen_mh_task, 0},
   {"time", luaopen_mh_time, 0},
   {"cjson", luaopen_cjson, 1},   /* its buffers live outside the sandbox's cap */
@@ -33,7 +37,7 @@ static const struct { const char *name; lua_CFunction open; int trusted_only; } 
   {"store", luaopen_mh_store, 1},   /* SQLite: files and memory outside the sandbox */
 };
 
-const char *const mh_native_names[] = {"crypto", "http", "llm", "log", "task", "time", NULL};
+const char *const mh_native_names[] = {"crypto", "http", "llm", "log", "memory", "runs", "task", "time", NULL};
 
 int mh_native_open(lua_State *L, const char *name) {
   for (size_t i = 0; i < sizeof natives / sizeof natives[0]; i++) {

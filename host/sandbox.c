@@ -319,8 +319,9 @@ static int sb_require(lua_State *L) {
   if (!valid_module_name(name))
     return luaL_error(L, "module '%s' not found: names are letters, digits, '_' and '.'", name);
   mh_vm *vm = mh_vm_of(L);
-  if (!find_module(L, vm->script_dir, name) && !find_module(L, vm->host->stdlib_dir, name))
-    return luaL_error(L, "module '%s' not found in the script's folder or stdlib/", name);
+  if (!find_module(L, vm->script_dir, name) && !find_module(L, vm->host->project_dir, name) &&
+      !find_module(L, vm->host->stdlib_dir, name))
+    return luaL_error(L, "module '%s' not found in the script's folder, the project or stdlib/", name);
   const char *path = lua_tostring(L, 3);              /* name loaded path */
   int status = mh_vm_loadfile(L, path, 0);            /* name loaded path chunk|msg */
   if (status != LUA_OK) return lua_error(L);
@@ -349,10 +350,25 @@ static int sb_require(lua_State *L) {
 
 /* ---- the base environment ---- */
 
-/* __index of base: native modules appear as globals on first use; anything
- * else is a typo or a missing definition, reported where it was read. */
+/* stdlib modules that are globals too, loaded on first use: agent files
+ * read `return agent{...}` and `tool{...}` */
+static const char *const stdlib_globals[] = {"agent", "tool", "json", NULL};
+
+/* __index of base: native modules and stdlib_globals appear as globals on
+ * first use; anything else is a typo or a missing definition, reported where
+ * it was read. [-2, +1, e] */
 static int base_index(lua_State *L) {
   if (lua_type(L, 2) == LUA_TSTRING && mh_native_open(L, lua_tostring(L, 2))) {
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    return 1;
+  }
+  for (int i = 0; lua_type(L, 2) == LUA_TSTRING && stdlib_globals[i]; i++) {
+    if (strcmp(lua_tostring(L, 2), stdlib_globals[i]) != 0) continue;
+    lua_pushcfunction(L, sb_require);
+    lua_pushvalue(L, 2);
+    lua_call(L, 1, 1);
     lua_pushvalue(L, 2);
     lua_pushvalue(L, -2);
     lua_rawset(L, 1);

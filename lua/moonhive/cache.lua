@@ -7,26 +7,12 @@
 
 local cjson = require "cjson"
 local crypto = require "crypto"
-local host = require "host"
-local store = require "store"
 local canonical = require "moonhive.canonical"
+local database = require "moonhive.db"
 
 local _M = {}
 
-local db
-
-local function open()
-  if db then return db end
-  local d, err = store.open(host.data_dir() .. "/moonhive.db")
-  if not d then return nil, err end
-  local ok, e = d:exec([[CREATE TABLE IF NOT EXISTS llm_cache (
-    key TEXT PRIMARY KEY,
-    response TEXT NOT NULL,
-    created_at INTEGER NOT NULL)]])
-  if not ok then return nil, e end
-  db = d
-  return db
-end
+local open = database.get
 
 -- The fields of a request that shape the answer.
 local shaping = { "system", "messages", "tools", "tool_choice", "temperature", "max_tokens", "response_format",

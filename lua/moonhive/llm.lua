@@ -21,6 +21,7 @@ local host = require "host"
 local retry = require "moonhive.retry"
 local pricing = require "moonhive.pricing"
 local cache = require "moonhive.cache"
+local runs = require "moonhive.runs"
 
 local _M = {}
 
@@ -118,7 +119,30 @@ local function check_request(req)
   return nil
 end
 
-function _M.chat(req, emit)
+-- One event in the caller's recorded run (if it is part of one) per call.
+local function record(caller, req, pname, model, started, res, err)
+  if not (caller and caller.run_id) then return end
+  local data = { model = pname and (pname .. "/" .. tostring(model)) or req.model,
+                 ms = math.floor(time.monotonic() - started) }
+  if res then
+    data.usage, data.cost, data.finish_reason, data.cached = res.usage, res.cost, res.finish_reason, res.cached
+    data.tool_calls = res.tool_calls and #res.tool_calls or nil
+  else
+    data.error = err
+  end
+  runs.record(caller.run_id, res and "model_call" or "model_error", type(req.agent) == "string" and req.agent or nil,
+              data)
+end
+
+function _M.chat(req, emit, caller)
+  local started = time.monotonic()
+  local res, err, pname, model = _M.chat_call(req, emit)
+  record(caller, req, pname, model, started, res, err)
+  return res, err
+end
+
+-- The call itself: result | nil, message; then the provider's name and the model.
+function _M.chat_call(req, emit)
   local err = check_request(req)
   if err then return nil, err end
   local provider, model, pname = _M.resolve_model(req.model)
@@ -131,7 +155,7 @@ function _M.chat(req, emit)
       -- the same answer, without a request: it cost nothing this time
       if req.stream_deltas and hit.content then emit(hit.content) end
       hit.cached, hit.provider, hit.usage, hit.cost = true, pname, { input = 0, output = 0 }, 0
-      return hit
+      return hit, nil, pname, model
     end
   end
   local g = gate(pname)
@@ -146,13 +170,13 @@ function _M.chat(req, emit)
     return provider.chat(req, model, emit, attempt)
   end, req.retry)
   g:release()
-  if not res then return nil, pname .. ": " .. tostring(e) end
+  if not res then return nil, pname .. ": " .. tostring(e), pname, model end
   if key then cache.put(key, res) end
   res.model = res.model or model
   res.provider = pname
   res.usage = res.usage or { input = 0, output = 0 }
   res.cost = pricing.cost(pname, model, res.usage)
-  return res
+  return res, nil, pname, model
 end
 
 function _M.embed(req)

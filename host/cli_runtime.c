@@ -1,0 +1,85 @@
+/* cli_runtime.c — commands answered by the trusted runtime's lua/moonhive/cli.lua:
+ * `moonhive runs [list] [--limit N] [--json]` and `moonhive runs show ID [--json]`.
+ *
+ * The command's arguments go to the runtime function as a list of strings;
+ * it runs as a run of the runtime (so it may wait) and returns the text for
+ * stdout, or nil and a message for stderr (exit 1). */
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "cli.h"
+#include "host.h"
+#include "runtime.h"
+#include "scheduler.h"
+
+const char mh_help_runs[] =
+  "usage: moonhive runs [list] [--limit N] [--json]\n"
+  "       moonhive runs show ID [--json]\n"
+  "\n"
+  "Lists recorded agent runs, newest first (id, agent, status, start, duration,\n"
+  "tokens, cost), or shows one run with its input, output and every event\n"
+  "(model calls, tool calls and results, errors). ID may be a unique prefix.\n"
+  "Runs are stored in $MOONHIVE_DATA/moonhive.db.\n";
+
+typedef struct answer {
+  int finished, code;
+} answer;
+
+static void answered(mh_run *run, void *ud) {
+  answer *a = ud;
+  a->finished = 1;
+  a->code = 1;
+  lua_State *co = run->co;
+  int base = lua_gettop(co) - run->nres;
+  if (run->state == MH_RUN_OK && run->nres >= 1 && lua_type(co, base + 1) == LUA_TSTRING) {
+    fputs(lua_tostring(co, base + 1), stdout);
+    a->code = 0;
+  } else if (run->state == MH_RUN_OK && run->nres >= 2) {
+    fprintf(stderr, "moonhive: %s\n", luaL_tolstring(co, base + 2, NULL));
+    lua_pop(co, 1);
+  } else {
+    fprintf(stderr, "moonhive: %s\n", run->error ? run->error : "the command failed");
+  }
+  fflush(stdout);
+}
+
+/* Runs lua/moonhive/cli.lua's `fn` with argv as a list of strings. */
+static int runtime_command(const char *fn, int argc, char **argv) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  mh_host host;
+  mh_host_init(&host, &loop);
+  char err[512];
+  int code = 1;
+  if (mh_runtime_push(&host, "moonhive.cli", fn, err, sizeof err) != 0) {
+    fprintf(stderr, "moonhive: %s\n", err);
+  } else {
+    lua_State *R = host.runtime->L;
+    lua_createtable(R, argc, 0);
+    for (int i = 0; i < argc; i++) {
+      lua_pushstring(R, argv[i]);
+      lua_rawseti(R, -2, i + 1);
+    }
+    answer a = {0, 1};
+    if (mh_run_start(host.runtime, 1, answered, &a) == NULL) {
+      fprintf(stderr, "moonhive: the runtime could not start the command\n");
+    } else {
+      while (!a.finished) uv_run(&loop, UV_RUN_ONCE);
+      code = a.code;
+    }
+  }
+  mh_host_close(&host);
+  uv_loop_close(&loop);
+  return code;
+}
+
+int mh_cmd_runs(int argc, char **argv) {
+  for (int i = 0; i < argc; i++)
+    if (mh_cli_wants_help(argv[i])) {
+      fputs(mh_help_runs, stdout);
+      return 0;
+    }
+  return runtime_command("runs", argc, argv);
+}

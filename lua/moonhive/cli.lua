@@ -1,0 +1,87 @@
+-- moonhive.cli — commands the trusted runtime answers for the CLI
+-- (host/cli_runtime.c): each takes the command's arguments as a list of
+-- strings and returns the text for stdout, or nil and a message.
+
+local cjson = require "cjson"
+local runs = require "moonhive.runs"
+
+local _M = {}
+
+local function when(t)
+  if not t then return "-" end
+  return os.date("!%Y-%m-%d %H:%M:%S", math.floor(t))
+end
+
+local function duration(a, b)
+  if not (a and b) then return "-" end
+  local ms = (b - a) * 1000
+  if ms < 1000 then return ("%d ms"):format(math.floor(ms + 0.5)) end
+  return ("%.1f s"):format(ms / 1000)
+end
+
+local function short(v, n)
+  local text = type(v) == "string" and v or cjson.encode(v)
+  text = text:gsub("%s+", " ")
+  if #text > n then text = text:sub(1, n - 3) .. "..." end
+  return text
+end
+
+local function list(opts)
+  local rows, err = runs.list(opts.limit)
+  if not rows then return nil, err end
+  if opts.json then return cjson.encode(rows) .. "\n" end
+  if #rows == 0 then return "no runs recorded yet\n" end
+  local out = { ("%-24s %-20s %-10s %-19s %9s %8s %10s"):format("ID", "AGENT", "STATUS", "STARTED (UTC)",
+                                                               "TIME", "TOKENS", "COST") }
+  for _, r in ipairs(rows) do
+    out[#out + 1] = ("%-24s %-20s %-10s %-19s %9s %8d %10s"):format(r.id, short(r.agent, 20), r.status,
+      when(r.started_at), duration(r.started_at, r.finished_at), (r.tokens_in or 0) + (r.tokens_out or 0),
+      ("$%.6f"):format(r.cost or 0))
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+local function show(id, opts)
+  local run, err = runs.show(id)
+  if not run then return nil, err end
+  if opts.json then return cjson.encode(run) .. "\n" end
+  local out = {
+    ("run %s  agent %s  %s"):format(run.id, run.agent, run.status),
+    ("started %s  took %s  tokens %d in / %d out  cost $%.6f"):format(when(run.started_at),
+      duration(run.started_at, run.finished_at), run.tokens_in or 0, run.tokens_out or 0, run.cost or 0),
+    "input:  " .. short(run.input, 200),
+  }
+  if run.output ~= nil then out[#out + 1] = "output: " .. short(run.output, 2000) end
+  if run.error then out[#out + 1] = "error:  " .. run.error end
+  out[#out + 1] = ("events (%d):"):format(#run.events)
+  for _, ev in ipairs(run.events) do
+    out[#out + 1] = ("  %3d  +%-9s %-12s %-14s %s"):format(ev.seq, duration(run.started_at, ev.at), ev.agent or "-",
+                                                          ev.kind, ev.data ~= nil and short(ev.data, 160) or "")
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+function _M.runs(args)
+  local opts, words = { limit = 20 }, {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "--json" then opts.json = true
+    elseif a == "--limit" then
+      i = i + 1
+      opts.limit = math.tointeger(tonumber(args[i]))
+      if not opts.limit or opts.limit < 1 then return nil, "--limit needs a positive whole number" end
+    elseif a:sub(1, 2) == "--" then return nil, ("unknown option '%s' (see moonhive runs --help)"):format(a)
+    else words[#words + 1] = a end
+    i = i + 1
+  end
+  local sub = words[1] or "list"
+  if sub == "list" then return list(opts) end
+  if sub == "show" then
+    if not words[2] then return nil, "runs show needs a run id (see moonhive runs)" end
+    return show(words[2], opts)
+  end
+  return nil, ("unknown subcommand '%s' (list or show)"):format(sub)
+end
+
+return _M

@@ -1,0 +1,87 @@
+-- moonhive.db — the host's SQLite database ($MOONHIVE_DATA/moonhive.db),
+-- opened once per process, with its schema migrated by PRAGMA user_version.
+-- Every runtime module that persists something (cache, runs, memory) takes
+-- its connection from here.
+
+local host = require "host"
+local store = require "store"
+
+local _M = {}
+
+-- Each step moves the schema one version up; never edit a step that shipped.
+local migrations = {
+  -- 1: the model-response cache
+  [[CREATE TABLE IF NOT EXISTS llm_cache (
+      key TEXT PRIMARY KEY,
+      response TEXT NOT NULL,
+      created_at INTEGER NOT NULL)]],
+  -- 2: recorded runs and their events
+  [[CREATE TABLE runs (
+      id TEXT PRIMARY KEY,
+      agent TEXT NOT NULL,
+      status TEXT NOT NULL,
+      input TEXT,
+      output TEXT,
+      error TEXT,
+      started_at REAL NOT NULL,
+      finished_at REAL,
+      tokens_in INTEGER NOT NULL DEFAULT 0,
+      tokens_out INTEGER NOT NULL DEFAULT 0,
+      cost REAL NOT NULL DEFAULT 0);
+    CREATE INDEX runs_started ON runs(started_at);
+    CREATE TABLE run_events (
+      run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+      seq INTEGER NOT NULL,
+      at REAL NOT NULL,
+      kind TEXT NOT NULL,
+      agent TEXT,
+      data TEXT,
+      PRIMARY KEY (run_id, seq))]],
+  -- 3: episodic and long-term memory, searchable by FTS5 (bm25)
+  [[CREATE TABLE memories (
+      id INTEGER PRIMARY KEY,
+      agent TEXT NOT NULL,
+      namespace TEXT NOT NULL,
+      kind TEXT NOT NULL,
+      text TEXT NOT NULL,
+      metadata TEXT,
+      embedding TEXT,
+      created_at REAL NOT NULL);
+    CREATE INDEX memories_scope ON memories(agent, namespace, created_at);
+    CREATE VIRTUAL TABLE memories_fts USING fts5(text, content='memories', content_rowid='id');
+    CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
+      INSERT INTO memories_fts(rowid, text) VALUES (new.id, new.text);
+    END;
+    CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
+      INSERT INTO memories_fts(memories_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    END]],
+}
+
+local db, failure
+
+-- The open database, or nil and why not (reported once per process).
+function _M.get()
+  if db then return db end
+  if failure then return nil, failure end
+  local d, err = store.open(host.data_dir() .. "/moonhive.db")
+  if not d then
+    failure = err
+    return nil, err
+  end
+  local ok, e = pcall(d.transaction, d, function(t)
+    local v = t:user_version()
+    for i = v + 1, #migrations do
+      assert(t:exec(migrations[i]))
+      t:user_version(i)
+    end
+  end)
+  if not ok then
+    d:close()
+    failure = "cannot prepare the database: " .. tostring(e)
+    return nil, failure
+  end
+  db = d
+  return db
+end
+
+return _M
