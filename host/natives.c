@@ -14,6 +14,7 @@
 #include "mod_store.h"
 #include "mod_task.h"
 #include "mod_time.h"
+#include "mod_workspace.h"
 #include "sandbox.h"
 #include "vm.h"
 #include "stack_check.h"
@@ -35,6 +36,7 @@ static const struct { const char *name; lua_CFunction open; int trusted_only; } 
   {"host", luaopen_mh_host, 1},
   {"jsonscan", luaopen_mh_jsonscan, 1},
   {"store", luaopen_mh_store, 1},   /* SQLite: files and memory outside the sandbox */
+  {"workspace", luaopen_mh_workspace, 1},   /* files under a run's directory: the `files` tool */
 };
 
 const char *const mh_native_names[] = {"crypto", "http", "llm", "log", "memory", "runs", "task", "time", NULL};
