@@ -8,6 +8,7 @@
 #include "mod_http.h"
 #include "mod_llm.h"
 #include "mod_log.h"
+#include "mod_proc.h"
 #include "mod_store.h"
 #include "mod_task.h"
 #include "mod_time.h"
@@ -28,6 +29,7 @@ static const struct { const char *name; lua_CFunction open; int trusted_only; } 
   {"time", luaopen_mh_time, 0},
   {"cjson", luaopen_cjson, 1},   /* its buffers live outside the sandbox's cap */
   {"host", luaopen_mh_host, 1},
+  {"proc", luaopen_mh_proc, 1},    /* subprocesses: sandboxes get them only through a tool */
   {"store", luaopen_mh_store, 1},   /* SQLite: files and memory outside the sandbox */
 };
 
