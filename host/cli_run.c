@@ -30,7 +30,22 @@ const char mh_help_run[] =
   "Runs FILE.lua in a sandbox. The script sees ARGS as the table `arg`\n"
   "(arg[0] is the file) and as `...`. Exit status 0 on success; on an error the\n"
   "message and a traceback go to stderr and the status is 1.\n"
-  "\noptions:\n" LIMIT_HELP;
+  "\n"
+  "A file that returns an agent (agents/*.lua) runs as that agent with ARGS\n"
+  "joined as its task: progress (model tokens, tool calls and results) on\n"
+  "stderr, the answer on stdout; the run is recorded (moonhive runs).\n"
+  "\noptions:\n"
+  "  --json                an agent's result as one JSON object on stdout\n" LIMIT_HELP;
+
+/* Runs the file's chunk; hands an agent it returns to stdlib/agent.lua. */
+static const char run_bootstrap[] =
+  "local chunk, json_out = ...\n"
+  "local r = table.pack(chunk(select(3, ...)))\n"
+  "if type(r[1]) == 'table' and getmetatable(r[1]) ~= nil and require('agent').is_agent(r[1]) then\n"
+  "  return require('agent').main(r[1], json_out, select(3, ...))\n"
+  "end\n"
+  "if json_out then error('--json is for files that return an agent', 0) end\n"
+  "return table.unpack(r, 1, r.n)\n";
 
 const char mh_help_eval[] =
   "usage: moonhive eval [OPTIONS] 'CODE'\n"
@@ -108,12 +123,18 @@ static int finish(mh_host *host, mh_vm *vm, mh_run *run, outcome *out) {
   return out->exit_code;
 }
 
-/* Parses leading options; returns the index of the first operand or -1. */
-static int parse_options(int argc, char **argv, mh_limits *limits, const char *help) {
+/* Parses leading options; returns the index of the first operand or -1.
+ * json may be NULL (the command has no --json). */
+static int parse_options(int argc, char **argv, mh_limits *limits, const char *help, int *json) {
   if (mh_cli_limits_init(limits) != 0) return -1;
   int i = 0;
   while (i < argc && argv[i][0] == '-' && argv[i][1] != '\0') {
     if (strcmp(argv[i], "--") == 0) return i + 1;
+    if (json && strcmp(argv[i], "--json") == 0) {
+      *json = 1;
+      i++;
+      continue;
+    }
     int r = mh_cli_limit_option(argc, argv, &i, limits);
     if (r < 0) return -1;
     if (r == 0) {
@@ -126,7 +147,8 @@ static int parse_options(int argc, char **argv, mh_limits *limits, const char *h
 
 int mh_cmd_run(int argc, char **argv) {
   mh_limits limits;
-  int first = parse_options(argc, argv, &limits, mh_help_run);
+  int json = 0;
+  int first = parse_options(argc, argv, &limits, mh_help_run, &json);
   if (first < 0) return 2;
   if (first >= argc) {
     fprintf(stderr, "moonhive: run needs a script file\n\n%s", mh_help_run);
@@ -175,8 +197,18 @@ int mh_cmd_run(int argc, char **argv) {
   }
   lua_setfield(L, -2, "arg");
   lua_pop(L, 1);                             /* chunk */
+  if (mh_vm_load(L, run_bootstrap, sizeof run_bootstrap - 1, "=moonhive run", 0) != LUA_OK) {
+    fprintf(stderr, "moonhive: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 2);
+    mh_host_close(&host);
+    mh_vm_free(vm);
+    uv_loop_close(&loop);
+    return 1;
+  }
+  lua_insert(L, -2);                         /* bootstrap chunk */
+  lua_pushboolean(L, json);
   for (int i = 1; i <= nargs; i++) lua_pushstring(L, argv[first + i]);
-  mh_run *run = mh_run_start(vm, nargs, on_done, &out);
+  mh_run *run = mh_run_start(vm, nargs + 2, on_done, &out);
   int code = finish(&host, vm, run, &out);
   uv_loop_close(&loop);
   return code;
@@ -184,7 +216,7 @@ int mh_cmd_run(int argc, char **argv) {
 
 int mh_cmd_eval(int argc, char **argv) {
   mh_limits limits;
-  int first = parse_options(argc, argv, &limits, mh_help_eval);
+  int first = parse_options(argc, argv, &limits, mh_help_eval, NULL);
   if (first < 0) return 2;
   if (first >= argc) {
     fprintf(stderr, "moonhive: eval needs code to evaluate\n\n%s", mh_help_eval);

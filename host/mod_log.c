@@ -1,6 +1,9 @@
 /* mod_log.c — `require "log"`: log.debug/info/warn/error(...) write one line
- * on the host's log (stderr), tagged with the run id, at MOONHIVE_LOG's level. */
+ * on the host's log (stderr), tagged with the run id, at MOONHIVE_LOG's level;
+ * log.write(text) writes text to stderr as it is (progress displays). */
 #include "mod_log.h"
+
+#include <stdio.h>
 
 #include <lauxlib.h>
 
@@ -29,9 +32,18 @@ static int log_info(lua_State *L) { return log_at(L, MH_LOG_INFO); }
 static int log_warn(lua_State *L) { return log_at(L, MH_LOG_WARN); }
 static int log_error(lua_State *L) { return log_at(L, MH_LOG_ERROR); }
 
+/* log.write(text) [-1, +0, e] */
+static int log_write(lua_State *L) {
+  size_t len;
+  const char *text = luaL_checklstring(L, 1, &len);
+  fwrite(text, 1, len, stderr);
+  fflush(stderr);
+  return 0;
+}
+
 int luaopen_mh_log(lua_State *L) {
-  static const luaL_Reg funcs[] = {
-    {"debug", log_debug}, {"info", log_info}, {"warn", log_warn}, {"error", log_error}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"debug", log_debug}, {"info", log_info}, {"warn", log_warn},
+                                   {"error", log_error}, {"write", log_write}, {NULL, NULL}};
   luaL_newlib(L, funcs);
   return 1;
 }

@@ -11,6 +11,7 @@
 #include "mod_log.h"
 #include "mod_memory.h"
 #include "mod_runs.h"
+#include "mod_proc.h"
 #include "mod_store.h"
 #include "mod_task.h"
 #include "mod_time.h"
@@ -35,6 +36,7 @@ static const struct { const char *name; lua_CFunction open; int trusted_only; } 
   {"cjson", luaopen_cjson, 1},   /* its buffers live outside the sandbox's cap */
   {"host", luaopen_mh_host, 1},
   {"jsonscan", luaopen_mh_jsonscan, 1},
+  {"proc", luaopen_mh_proc, 1},    /* subprocesses: sandboxes get them only through a tool */
   {"store", luaopen_mh_store, 1},   /* SQLite: files and memory outside the sandbox */
   {"workspace", luaopen_mh_workspace, 1},   /* files under a run's directory: the `files` tool */
 };

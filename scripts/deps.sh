@@ -16,6 +16,7 @@ PACKAGES=(
   libssl-dev
   libreadline-dev
   lua-busted libcmocka-dev libcjson-dev
+  python3                      # tests/unit/test_proc.c runs python3 code
   curl wrk nghttp2-server openssl
 )
 
