@@ -401,9 +401,9 @@ function M.main(a, json_out, ...)
       if ev.kind == "tool_call" then
         log.write(("[%s] → %s %s\n"):format(ev.agent, ev.name, input_text(ev.arguments)))
       elseif ev.kind == "tool_result" then
-        local text = toolmod.result_text(ev.ok, ev.result)
+        local text = ev.ok and toolmod.result_text(true, ev.result) or tostring(ev.result)
         if #text > 300 then text = text:sub(1, 297) .. "..." end
-        log.write(("[%s] ← %s%s\n"):format(ev.agent, ev.name, (ev.ok and ": " or " failed: ") .. text))
+        log.write(("[%s] ← %s%s\n"):format(ev.agent, tostring(ev.name), (ev.ok and ": " or " failed: ") .. text))
       elseif ev.kind == "delegate" then
         log.write(("[%s] asks %s\n"):format(ev.agent, ev.to))
       elseif ev.kind == "handoff" then

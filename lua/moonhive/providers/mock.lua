@@ -7,8 +7,11 @@
 --      {content = "..."} or {tool_calls = {{name = "...", arguments = {...}}}}
 --      or {error = "message"};
 --   2. directives in the last user message, the same ones the mock LLM
---      server (tests/tools/mockllm.c) reads: [reply:TEXT], [tool:NAME:{json}];
---   3. otherwise "mock: <last user message>".
+--      server (tests/tools/mockllm.c) reads: [reply:TEXT], [tool:NAME:{json}]
+--      — tool directives only until a tool round is over (the conversation
+--      ends with tool results) and not with tool_choice "none";
+--   3. after a tool round "mock: tool results: <r1> | <r2>...";
+--   4. otherwise "mock: <last user message>".
 -- Usage counts words; cost is 0. Streaming hands out one word at a time.
 
 local C = require "moonhive.providers.common"
@@ -43,9 +46,21 @@ local function next_tool(text, from)
   return name, text:sub(e + 1, i - 1), i
 end
 
-local function from_directives(text)
+-- The texts of the tool results the conversation ends with (a tool round
+-- just finished), or nil.
+local function trailing_tool_results(req)
+  local out = {}
+  for i = #req.messages, 1, -1 do
+    local m = req.messages[i]
+    if m.role ~= "tool" then break end
+    table.insert(out, 1, C.text_of(m.content))
+  end
+  return #out > 0 and out or nil
+end
+
+local function from_directives(text, results, tools_off)
   local calls, pos = {}, 1
-  while true do
+  while not results and not tools_off do
     local name, json, stop = next_tool(text, pos)
     if not name then break end
     calls[#calls + 1] = { id = "call_" .. (#calls + 1), name = name, arguments = C.tool_arguments(json) }
@@ -54,6 +69,7 @@ local function from_directives(text)
   if #calls > 0 then return { tool_calls = calls } end
   local reply = text:match("%[reply:([^%]]*)%]")
   if reply then return { content = reply } end
+  if results then return { content = "mock: tool results: " .. table.concat(results, " | ") } end
   local prompt = text:gsub("%[[%w%-]+:?[^%]]*%]", ""):gsub("^%s+", ""):gsub("%s+$", "")
   return { content = "mock: " .. prompt }
 end
@@ -68,7 +84,8 @@ local function scripted(req)
 end
 
 function _M.chat(req, model, emit)
-  local reply = scripted(req) or from_directives(last_user_text(req))
+  local reply = scripted(req) or from_directives(last_user_text(req), trailing_tool_results(req),
+                                                req.tool_choice == "none")
   if reply.error then return nil, { message = tostring(reply.error), retryable = false } end
   local input = words(req.system)
   for _, m in ipairs(req.messages) do input = input + words(C.text_of(m.content)) end
