@@ -21,7 +21,7 @@
 #include "vm.h"
 
 static const char *const readable[] = {"MOONHIVE_MODEL", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL",
-                                       "MOONHIVE_LLM_CONCURRENCY", NULL};
+                                       "MOONHIVE_LLM_CONCURRENCY", "MOONHIVE_HTTP_ALLOW", NULL};
 
 static int host_env(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);

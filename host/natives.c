@@ -3,6 +3,7 @@
  * so `require "http"` and the global `http` are the same table. */
 #include <string.h>
 
+#include "mod_builtin_tools.h"
 #include "mod_crypto.h"
 #include "mod_host.h"
 #include "mod_http.h"
@@ -25,6 +26,7 @@ static const char CACHE_KEY = 0; /* registry: name -> opened native module */
 int luaopen_cjson(lua_State *L); /* lua-cjson (Debian's liblua5.4-cjson) */
 
 static const struct { const char *name; lua_CFunction open; int trusted_only; } natives[] = {
+  {"builtin_tools", luaopen_mh_builtin_tools, 0},
   {"crypto", luaopen_mh_crypto, 0},
   {"http", luaopen_mh_http, 0},
   {"llm", luaopen_mh_llm, 0},
@@ -41,7 +43,7 @@ static const struct { const char *name; lua_CFunction open; int trusted_only; } 
   {"workspace", luaopen_mh_workspace, 1},   /* files under a run's directory: the `files` tool */
 };
 
-const char *const mh_native_names[] = {"crypto", "http", "llm", "log", "memory", "runs", "task", "time", NULL};
+const char *const mh_native_names[] = {"builtin_tools", "crypto", "http", "llm", "log", "memory", "runs", "task", "time", NULL};
 
 int mh_native_open(lua_State *L, const char *name) {
   for (size_t i = 0; i < sizeof natives / sizeof natives[0]; i++) {
