@@ -48,7 +48,9 @@ M.Agent = Agent
 local DEFAULT_MAX_ITERATIONS = 10
 local MAX_DEPTH = 8
 
-local function fail(msg) error("agent: " .. msg, 3) end
+-- Definition errors are raised as {message=} and re-raised by M.new at the
+-- line of the agent{} call, so they read "agents/x.lua:3: agent: ...".
+local function fail(msg) error({ message = "agent: " .. msg }, 0) end
 
 -- ---- definitions ----
 
@@ -61,11 +63,24 @@ local function resolve_tool(t, agent_name, i)
     if not toolmod.is_tool(mod) then fail(("%s: tools/%s.lua does not return a tool{}"):format(agent_name, t)) end
     return mod
   end
-  if type(t) == "table" and type(t.run) == "function" then return toolmod.new(t) end
+  if type(t) == "table" and type(t.run) == "function" then
+    local ok, made = pcall(toolmod.new, t)
+    if not ok then fail(("%s: tools[%d]: %s"):format(agent_name, i, tostring(made):gsub("^[^:]*:%d+: ", ""))) end
+    return made
+  end
   fail(("%s: tools[%d] must be a tool{} or a built-in tool's name"):format(agent_name, i))
 end
 
+local build
+
 function M.new(def)
+  local ok, a = pcall(build, def)
+  if ok then return a end
+  if type(a) == "table" and a.message then error(a.message, 2) end
+  error(a, 0)
+end
+
+function build(def)
   if type(def) ~= "table" then fail("expected a table {name=, system=, tools=, ...}") end
   local name = def.name
   if type(name) ~= "string" or not name:match("^[%a_][%w_%-]*$") or #name > 64 then

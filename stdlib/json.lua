@@ -75,7 +75,8 @@ function encode_value(v, out, depth, path)
     if mtype(v) == "integer" or (v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53) then
       out[#out + 1] = format("%d", v)
     else
-      out[#out + 1] = format("%.17g", v)
+      local short = format("%.14g", v) -- the shortest text that reads back as v
+      out[#out + 1] = tonumber(short) == v and short or format("%.17g", v)
     end
   elseif t == "boolean" then out[#out + 1] = v and "true" or "false"
   elseif t == "nil" then out[#out + 1] = "null"
