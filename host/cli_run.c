@@ -37,15 +37,14 @@ const char mh_help_run[] =
   "\noptions:\n"
   "  --json                an agent's result as one JSON object on stdout\n" LIMIT_HELP;
 
-/* Runs the file's chunk; hands an agent it returns to stdlib/agent.lua. */
-static const char run_bootstrap[] =
-  "local chunk, json_out = ...\n"
-  "local r = table.pack(chunk(select(3, ...)))\n"
-  "if type(r[1]) == 'table' and getmetatable(r[1]) ~= nil and require('agent').is_agent(r[1]) then\n"
-  "  return require('agent').main(r[1], json_out, select(3, ...))\n"
+/* When the file returned a table with a metatable: if it is an agent, run it
+ * (stdlib/agent.lua's main) with the file's arguments as the task. */
+static const char agent_stage[] =
+  "local value, json_out = ...\n"
+  "if getmetatable(value) ~= nil and require('agent').is_agent(value) then\n"
+  "  return require('agent').main(value, json_out, select(3, ...))\n"
   "end\n"
-  "if json_out then error('--json is for files that return an agent', 0) end\n"
-  "return table.unpack(r, 1, r.n)\n";
+  "if json_out then error('--json is for files that return an agent', 0) end\n";
 
 const char mh_help_eval[] =
   "usage: moonhive eval [OPTIONS] 'CODE'\n"
@@ -93,10 +92,44 @@ typedef struct outcome {
   int finished;
   int exit_code;
   int print_results;
+  int agent_stage;      /* run: an agent the file returns runs next */
+  int json;             /* run --json */
+  int argc;             /* the file's arguments, for the agent stage */
+  char **argv;
 } outcome;
+
+static void on_done(mh_run *run, void *ud);
+
+/* [-0, +0, -] After a file's chunk returned a table with a metatable (on
+ * run->co): starts the agent stage with it; 1 if started. */
+static int start_agent_stage(mh_run *run, outcome *out) {
+  lua_State *co = run->co, *L = run->vm->L;
+  int base = lua_gettop(co) - run->nres;
+  if (run->nres < 1 || !lua_istable(co, base + 1) || !lua_getmetatable(co, base + 1)) return 0;
+  lua_pop(co, 1);
+  if (!lua_checkstack(L, out->argc + 4) ||
+      mh_vm_load(L, agent_stage, sizeof agent_stage - 1, "=moonhive run", 0) != LUA_OK) {
+    lua_settop(L, 0);
+    return 0;
+  }
+  lua_pushvalue(co, base + 1);
+  lua_xmove(co, L, 1);
+  lua_pushboolean(L, out->json);
+  for (int i = 0; i < out->argc; i++) lua_pushstring(L, out->argv[i]);
+  out->agent_stage = 0;
+  return mh_run_start(run->vm, out->argc + 2, on_done, out) != NULL;
+}
 
 static void on_done(mh_run *run, void *ud) {
   outcome *out = ud;
+  if (run->state == MH_RUN_OK && out->agent_stage && start_agent_stage(run, out)) return;
+  if (run->state == MH_RUN_OK && out->agent_stage && out->json) {
+    fprintf(stderr, "moonhive: --json is for files that return an agent\n");
+    out->finished = 1;
+    out->exit_code = 1;
+    uv_stop(run->vm->host->loop);
+    return;
+  }
   out->finished = 1;
   if (run->state == MH_RUN_OK) {
     out->exit_code = 0;
@@ -170,7 +203,7 @@ int mh_cmd_run(int argc, char **argv) {
     return 1;
   }
   lua_State *L = vm->L;
-  outcome out = {0, 1, 0};
+  outcome out = {0, 1, 0, 0, 0, 0, NULL};
   if (mh_vm_loadfile(L, file, 0) != LUA_OK) {
     fprintf(stderr, "%s\n", lua_tostring(L, -1));
     lua_pop(L, 1);
@@ -197,18 +230,12 @@ int mh_cmd_run(int argc, char **argv) {
   }
   lua_setfield(L, -2, "arg");
   lua_pop(L, 1);                             /* chunk */
-  if (mh_vm_load(L, run_bootstrap, sizeof run_bootstrap - 1, "=moonhive run", 0) != LUA_OK) {
-    fprintf(stderr, "moonhive: %s\n", lua_tostring(L, -1));
-    lua_pop(L, 2);
-    mh_host_close(&host);
-    mh_vm_free(vm);
-    uv_loop_close(&loop);
-    return 1;
-  }
-  lua_insert(L, -2);                         /* bootstrap chunk */
-  lua_pushboolean(L, json);
+  out.agent_stage = 1;
+  out.json = json;
+  out.argc = nargs;
+  out.argv = argv + first + 1;
   for (int i = 1; i <= nargs; i++) lua_pushstring(L, argv[first + i]);
-  mh_run *run = mh_run_start(vm, nargs + 2, on_done, &out);
+  mh_run *run = mh_run_start(vm, nargs, on_done, &out);
   int code = finish(&host, vm, run, &out);
   uv_loop_close(&loop);
   return code;
@@ -235,7 +262,7 @@ int mh_cmd_eval(int argc, char **argv) {
     uv_loop_close(&loop);
     return 1;
   }
-  outcome out = {0, 1, 1};
+  outcome out = {0, 1, 1, 0, 0, 0, NULL};
   int incomplete;
   if (mh_eval_compile(vm->L, code, strlen(code), "=eval", 0, &incomplete) != LUA_OK) {
     fprintf(stderr, "%s\n", lua_tostring(vm->L, -1));

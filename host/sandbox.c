@@ -299,6 +299,16 @@ static int find_module(lua_State *L, const char *dir, const char *name) {
   return 0;
 }
 
+/* The agent engine's own modules come from stdlib/ only: a user's file named
+ * agent.lua or json.lua next to a script must not replace them (the `agent`
+ * global would load that file instead). */
+static int stdlib_only(const char *name) {
+  static const char *const reserved[] = {"agent", "tool", "json", "schema", NULL};
+  for (int i = 0; reserved[i]; i++)
+    if (strcmp(name, reserved[i]) == 0) return 1;
+  return 0;
+}
+
 static int sb_require(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   lua_settop(L, 1);
@@ -319,9 +329,13 @@ static int sb_require(lua_State *L) {
   if (!valid_module_name(name))
     return luaL_error(L, "module '%s' not found: names are letters, digits, '_' and '.'", name);
   mh_vm *vm = mh_vm_of(L);
-  if (!find_module(L, vm->script_dir, name) && !find_module(L, vm->host->project_dir, name) &&
-      !find_module(L, vm->host->stdlib_dir, name))
+  if (stdlib_only(name)) {
+    if (!find_module(L, vm->host->stdlib_dir, name))
+      return luaL_error(L, "module '%s' not found in stdlib/", name);
+  } else if (!find_module(L, vm->script_dir, name) && !find_module(L, vm->host->project_dir, name) &&
+             !find_module(L, vm->host->stdlib_dir, name)) {
     return luaL_error(L, "module '%s' not found in the script's folder, the project or stdlib/", name);
+  }
   const char *path = lua_tostring(L, 3);              /* name loaded path */
   int status = mh_vm_loadfile(L, path, 0);            /* name loaded path chunk|msg */
   if (status != LUA_OK) return lua_error(L);

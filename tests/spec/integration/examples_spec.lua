@@ -40,6 +40,15 @@ describe("examples", function()
     assert.matches("4 events, status 200", out, 1, true)
   end)
 
+  it("shop_assistant.lua runs as an agent: its own tool and the calculator, then an answer", function()
+    local res = H.moonhive({"run", "examples/shop_assistant.lua",
+      'Price of 12 pears? [tool:unit_price:{"product":"pear"}] [tool:calculator:{"expression":"12 * 0.75"}]'},
+      {cwd = H.root, env = {MOONHIVE_MODEL = "mock/default"}})
+    assert.equals(0, res.code, H.show(res))
+    assert.equals('mock: tool results: {"product":"pear","usd":0.75} | {"result":9}\n', res.stdout)
+    assert.matches("[shop_assistant] → unit_price", res.stderr, 1, true)
+  end)
+
   it("tour.lua (make run) walks through every section", function()
     local out = H.ok(run_example("tour.lua"))
     assert.matches("io = nil, os.getenv = nil", out, 1, true)
