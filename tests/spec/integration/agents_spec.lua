@@ -42,7 +42,7 @@ return agent{
 }]],
     frugal = [[return agent{name = "frugal", budget = {tokens = 5}}]],
     rememberer = [[return agent{name = "rememberer", tools = {"remember", "memory_search"}, memory = {long_term = true}}]],
-    chatty = [[return agent{name = "chatty", tools = {"add"} and {tool{name = "add", run = function() return 1 end}},
+    chatty = [[return agent{name = "chatty", tools = {tool{name = "add", run = function() return 1 end}},
                             max_iterations = 30, memory = {short_term = {max_messages = 4}}}]],
     broken = "return agent{name = 'broken', tools = {'no_such_tool'}}",
   }
