@@ -31,6 +31,26 @@ local function scope(req, what)
   return agent, ns
 end
 
+-- The scope and the database for an entry point: agent, namespace, db, or
+-- nil and the message.
+local function open(req, what)
+  local agent, ns = scope(req, what)
+  if not agent then return nil, ns end
+  local db, err = database.get()
+  if not db then return nil, what .. ": " .. err end
+  return agent, ns, db
+end
+
+-- Best first (ties: newest first), at most k.
+local function top_k(out, k)
+  table.sort(out, function(a, b)
+    if a.score ~= b.score then return a.score > b.score end
+    return a.id > b.id
+  end)
+  for i = #out, k + 1, -1 do out[i] = nil end
+  return out
+end
+
 local function k_of(req)
   local k = math.floor(tonumber(req.k) or 5)
   return math.max(1, math.min(k, MAX_K))
@@ -43,12 +63,10 @@ local function embed(text, model)
 end
 
 function _M.remember(req)
-  local agent, ns = scope(req, "memory.remember")
+  local agent, ns, db = open(req, "memory.remember")
   if not agent then return nil, ns end
   if type(req.text) ~= "string" or req.text == "" then return nil, "memory.remember: 'text' must be a non-empty string" end
   if #req.text > MAX_TEXT then return nil, ("memory.remember: 'text' is longer than %d bytes"):format(MAX_TEXT) end
-  local db, err = database.get()
-  if not db then return nil, "memory.remember: " .. err end
   local vector = req.embed and embed(req.text, req.embed_model)
   local ok, e = db:run([[INSERT INTO memories (agent, namespace, kind, text, metadata, embedding, created_at)
                          VALUES (?, ?, ?, ?, ?, ?, ?)]],
@@ -89,11 +107,9 @@ local function cosine(a, b)
 end
 
 function _M.search(req)
-  local agent, ns = scope(req, "memory.search")
+  local agent, ns, db = open(req, "memory.search")
   if not agent then return nil, ns end
   if type(req.query) ~= "string" then return nil, "memory.search: 'query' must be a string" end
-  local db, err = database.get()
-  if not db then return nil, "memory.search: " .. err end
   local k, now, out = k_of(req), time.now(), {}
   if req.semantic then
     local q = embed(req.query, req.embed_model)
@@ -103,9 +119,7 @@ function _M.search(req)
       for _, r in ipairs(rows) do
         out[#out + 1] = row_out(r, cosine(q, cjson.decode(r.embedding)), "cosine")
       end
-      table.sort(out, function(a, b) return a.score > b.score end)
-      for i = #out, k + 1, -1 do out[i] = nil end
-      return out
+      return top_k(out, k)
     end
   end
   local match = fts_query(req.query)
@@ -119,19 +133,12 @@ function _M.search(req)
     -- bm25 is lower for better matches; make it a positive relevance
     out[#out + 1] = row_out(r, -r.rank * recency(r.created_at, now), "bm25")
   end
-  table.sort(out, function(a, b)
-    if a.score ~= b.score then return a.score > b.score end
-    return a.id > b.id
-  end)
-  for i = #out, k + 1, -1 do out[i] = nil end
-  return out
+  return top_k(out, k)
 end
 
 function _M.recent(req)
-  local agent, ns = scope(req, "memory.recent")
+  local agent, ns, db = open(req, "memory.recent")
   if not agent then return nil, ns end
-  local db, err = database.get()
-  if not db then return nil, "memory.recent: " .. err end
   local rows = db:query("SELECT * FROM memories WHERE agent = ? AND namespace = ? ORDER BY created_at DESC, id DESC LIMIT ?",
                         agent, ns, k_of(req)) or {}
   local out = {}
@@ -140,10 +147,8 @@ function _M.recent(req)
 end
 
 function _M.forget(req)
-  local agent, ns = scope(req, "memory.forget")
+  local agent, ns, db = open(req, "memory.forget")
   if not agent then return nil, ns end
-  local db, err = database.get()
-  if not db then return nil, "memory.forget: " .. err end
   local res, e
   if req.id ~= nil then
     res, e = db:run("DELETE FROM memories WHERE id = ? AND agent = ? AND namespace = ?", math.floor(tonumber(req.id) or -1), agent, ns)
