@@ -11,6 +11,7 @@
 --     max_iterations = 10,              -- model calls of the default loop
 --     budget = {tokens = 20000, cost = 0.05},
 --     temperature = 0.2, max_tokens = 1024,
+--     cache = true,                     -- answer repeated model calls from the response cache
 --     run = function(self, input, ctx) ... end,  -- optional: replaces the default loop
 --   }
 --
@@ -105,6 +106,7 @@ function build(def)
   if st.strategy ~= nil and st.strategy ~= "trim" and st.strategy ~= "summarize" then
     fail(name .. ": memory.short_term.strategy must be 'trim' or 'summarize'")
   end
+  if def.cache ~= nil and type(def.cache) ~= "boolean" then fail(name .. ": 'cache' must be true or false") end
   local budget = def.budget or {}
   if type(budget) ~= "table" then fail(name .. ": 'budget' must be {tokens=, cost=}") end
   return setmetatable({
@@ -112,6 +114,7 @@ function build(def)
     tools = tools, tools_by_name = by_name, max_iterations = max_iter, memory = memory,
     short_term = { max_messages = st.max_messages or 40, strategy = st.strategy or "trim" },
     budget = budget, temperature = def.temperature, max_tokens = def.max_tokens, custom_run = def.run,
+    cache = def.cache,
   }, Agent)
 end
 
@@ -168,8 +171,9 @@ function Ctx:chat(opts)
     model = opts.model or a.model, system = opts.system or self.system or a.system,
     messages = opts.messages or self.messages, temperature = opts.temperature or a.temperature,
     max_tokens = opts.max_tokens or a.max_tokens, tool_choice = opts.tool_choice, agent = a.name,
-    response_format = opts.response_format, cache = opts.cache, mock = opts.mock or self.mock,
+    response_format = opts.response_format, mock = opts.mock or self.mock,
   }
+  if opts.cache ~= nil then req.cache = opts.cache else req.cache = a.cache end
   if opts.tools ~= false and #a.tools > 0 then
     req.tools = {}
     for i, t in ipairs(a.tools) do req.tools[i] = toolmod.spec(t) end

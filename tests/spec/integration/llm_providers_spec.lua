@@ -299,6 +299,22 @@ describe("llm providers against the mock LLM server", function()
       assert.equals(2, #received())
     end)
 
+    it("an agent with cache = true answers a repeated task from the cache", function()
+      local code = [[
+        local a = agent{name = "cached", model = "openai/gpt-4o-mini", cache = true}
+        local plain = agent{name = "uncached", model = "openai/gpt-4o-mini"}
+        local out1 = a:run("agent cache probe %s")
+        local out2 = a:run("agent cache probe %s")
+        local out3 = plain:run("agent cache probe %s")
+        plain:run("agent cache probe %s")
+        return {out1, out2, out3}]]
+      local nonce = tostring(os.time()) .. tostring(math.random(1e9))
+      local v = value((code:gsub("%%s", nonce)))
+      assert.equals(v[1], v[2])
+      assert.equals(v[1], v[3])
+      assert.equals(3, #received()) -- one for the cached agent, two for the plain one
+    end)
+
     it("is opt-in: without cache = true every call goes out", function()
       value([[llm.chat{model = "openai/gpt-4o-mini", messages = {{role = "user", content = "same"}}}
               return llm.chat{model = "openai/gpt-4o-mini", messages = {{role = "user", content = "same"}}}.content]])
