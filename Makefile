@@ -74,7 +74,7 @@ $(BUILD)/tools/%: tests/tools/%.c
 
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) -lcjson
 
 deps:
 	@scripts/deps.sh install
@@ -105,4 +105,4 @@ install: all
 clean:
 	rm -rf build moonhive
 
--include $(HOST_OBJ:.o=.d)
+-include $(HOST_OBJ:.o=.d) $(BENCH_BIN:=.d) $(UNIT_BIN:=.d) $(E2E_BIN:=.d) $(TOOL_BIN:=.d)

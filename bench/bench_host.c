@@ -32,6 +32,8 @@
 #include "scheduler.h"
 #include "vm.h"
 
+#include "bench_common.h"
+
 #define REPEAT 5
 
 static const char small_script[] =
@@ -46,35 +48,6 @@ static const char small_script[] =
   "  return M.greet(table.concat(words, ' '))\n"
   "end\n"
   "return M\n";
-
-static double now_us(void) { return (double)uv_hrtime() / 1e3; }
-
-static double cpu_us(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec * 1e6 + (double)ru.ru_utime.tv_usec +
-         (double)ru.ru_stime.tv_sec * 1e6 + (double)ru.ru_stime.tv_usec;
-}
-
-static long rss_kib(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  long kib = 0;
-  while (f && fgets(line, sizeof line, f))
-    if (strncmp(line, "VmRSS:", 6) == 0) kib = strtol(line + 6, NULL, 10);
-  if (f) fclose(f);
-  return kib;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 /* ---- state creation and memory ---- */
 
@@ -100,16 +73,6 @@ static void bench_state(mh_host *host) {
     mh_vm_free(vm);
   }
   printf("memory: idle sandbox: %.1f KiB (target <= 64)\n", median(idle, REPEAT) / 1024);
-}
-
-typedef struct counter { int done, failed, quiet; } counter;
-
-static void count_done(mh_run *run, void *ud) {
-  counter *c = ud;
-  c->done++;
-  if (run->state != MH_RUN_OK) {
-    if (c->failed++ == 0 && !c->quiet) fprintf(stderr, "bench: a run failed: %s\n", run->error);
-  }
 }
 
 static void bench_suspended_run(mh_host *host) {
@@ -140,33 +103,15 @@ static void bench_suspended_run(mh_host *host) {
 
 /* ---- 10,000 runs sleeping ---- */
 
-/* One repetition of the sleepers in a child process, so its RSS starts fresh:
- * writes wall ratio and RSS bytes per run to fd. */
-static void sleepers_once(mh_host *host, double out[2]);
+/* One repetition of the sleepers, in a child process so its RSS starts
+ * fresh: out = {wall as a ratio of the ideal, RSS bytes per run}. */
+static void sleepers_once(void *ud, double *out);
 
 static void bench_sleepers(mh_host *host) {
   double ratio[REPEAT], rss[REPEAT];
   for (int r = 0; r < REPEAT; r++) {
-    int fds[2];
-    double got[2] = {0, 0};
-    if (pipe(fds) != 0) return;
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-      close(fds[0]);
-      uv_loop_t loop;
-      uv_loop_init(&loop);
-      mh_host child;
-      mh_host_init(&child, &loop);
-      child.limits = host->limits;
-      sleepers_once(&child, got);
-      if (write(fds[1], got, sizeof got) != sizeof got) _exit(1);
-      _exit(0);
-    }
-    close(fds[1]);
-    if (read(fds[0], got, sizeof got) != sizeof got) got[0] = got[1] = 0;
-    close(fds[0]);
-    waitpid(pid, NULL, 0);
+    double got[2];
+    in_child(sleepers_once, host, got, 2);
     ratio[r] = got[0];
     rss[r] = got[1];
   }
@@ -174,8 +119,14 @@ static void bench_sleepers(mh_host *host) {
          median(ratio, REPEAT), median(rss, REPEAT));
 }
 
-static void sleepers_once(mh_host *host, double out[2]) {
+static void sleepers_once(void *ud, double *out) {
   enum { N = 10000 };
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  mh_host child;
+  mh_host_init(&child, &loop);
+  child.limits = ((mh_host *)ud)->limits;
+  mh_host *host = &child;
   {
     mh_vm *vm = mh_vm_new(host, &host->limits, NULL);
     long rss0 = rss_kib();

@@ -214,6 +214,22 @@ static int on_timeout_change(CURLM *multi, long timeout_ms, void *userp) {
   return 0;
 }
 
+/* Requests on the wire at once per origin: MOONHIVE_HTTP_HOST_CONNECTIONS
+ * (0 = no cap; a local model server handling thousands of calls at once),
+ * else MH_HTTP_MAX_HOST_CONNECTIONS. */
+static long host_connections_setting(void) {
+  const char *v = getenv("MOONHIVE_HTTP_HOST_CONNECTIONS");
+  if (v == NULL || *v == '\0') return MH_HTTP_MAX_HOST_CONNECTIONS;
+  char *end;
+  long n = strtol(v, &end, 10);
+  if (*end != '\0' || n < 0 || n > 1000000) {
+    mh_log(MH_LOG_WARN, "MOONHIVE_HTTP_HOST_CONNECTIONS=%s is not a number from 0 to 1000000; using %d", v,
+           MH_HTTP_MAX_HOST_CONNECTIONS);
+    return MH_HTTP_MAX_HOST_CONNECTIONS;
+  }
+  return n;
+}
+
 mh_http *mh_http_client(mh_host *host) {
   if (host->http) return host->http;
   static int curl_ready = 0;
@@ -236,7 +252,7 @@ mh_http *mh_http_client(mh_host *host) {
   curl_multi_setopt(http->multi, CURLMOPT_TIMERFUNCTION, on_timeout_change);
   curl_multi_setopt(http->multi, CURLMOPT_TIMERDATA, http);
   curl_multi_setopt(http->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
-  mh_http_set_host_connections(http, MH_HTTP_MAX_HOST_CONNECTIONS);
+  mh_http_set_host_connections(http, host_connections_setting());
   const char *ca = getenv("MOONHIVE_CA_FILE");
   if (ca && *ca) http->ca_file = strdup(ca);
   host->http = http;
@@ -247,7 +263,7 @@ void mh_http_set_host_connections(mh_http *http, long max) {
   http->per_origin = max;
   curl_multi_setopt(http->multi, CURLMOPT_MAX_HOST_CONNECTIONS, max);
   /* Keep at least as many idle connections as may be open, so they are reused. */
-  curl_multi_setopt(http->multi, CURLMOPT_MAXCONNECTS, max > 0 ? max * 4 : 4096L);
+  curl_multi_setopt(http->multi, CURLMOPT_MAXCONNECTS, max > 0 ? max * 4 : 16384L);
 }
 
 CURLMcode mh_http_start(mh_http *http, mh_http_transfer *t, const char *url) {

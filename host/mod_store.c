@@ -25,10 +25,14 @@
  * timeout when another process holds the write lock). Acceptable for now; a
  * worker thread can come later without changing the Lua API.
  *
- * A statement lives only inside one call. Everything between prepare and
- * finalize (binding, stepping, building result tables, which may raise on
- * memory) runs in a function called through lua_pcall; its caller finalizes
- * the statement and only then re-raises, so an error never leaks one. A
+ * A statement is in use only inside one call. Everything between taking it
+ * and giving it back (binding, stepping, building result tables, which may
+ * raise on memory) runs in a function called through lua_pcall; its caller
+ * then resets the statement, clears its bindings and only then re-raises, so
+ * an error never leaves one bound or mid-step. Prepared statements are kept
+ * per db (STMT_CACHE of them, by exact SQL text, oldest evicted) and
+ * finalized when it closes: the runtime runs the same few statements over
+ * and over, and parsing them was a fifth of SQLite's time. A
  * transaction's function cannot yield (it is called with lua_pcall): other
  * runs must not interleave their statements with an open transaction. */
 #include "mod_store.h"
@@ -37,6 +41,7 @@
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -49,11 +54,66 @@
 static const char DB_MT = 0; /* registry: metatable of db userdata */
 
 #define BUSY_TIMEOUT_MS 5000
+#define STMT_CACHE 16
+
+/* A prepared statement waiting for its next use; sql is its own copy. */
+typedef struct cached_stmt {
+  char *sql;
+  size_t len;
+  sqlite3_stmt *stmt;
+} cached_stmt;
 
 typedef struct store_db {
   sqlite3 *db;   /* NULL once closed */
   int in_tx;     /* inside db:transaction's function */
+  int ncached;   /* cache[0..ncached), oldest first */
+  cached_stmt cache[STMT_CACHE];
 } store_db;
+
+/* The cached statement for sql, taken out of the cache (the caller owns it
+ * until stmt_give), or NULL. */
+static sqlite3_stmt *stmt_take(store_db *d, const char *sql, size_t len) {
+  for (int i = d->ncached - 1; i >= 0; i--) {
+    if (d->cache[i].len != len || memcmp(d->cache[i].sql, sql, len) != 0) continue;
+    sqlite3_stmt *stmt = d->cache[i].stmt;
+    free(d->cache[i].sql);
+    memmove(&d->cache[i], &d->cache[i + 1], sizeof d->cache[0] * (size_t)(d->ncached - i - 1));
+    d->ncached--;
+    return stmt;
+  }
+  return NULL;
+}
+
+/* Resets a statement after its call and keeps it for the next one (the
+ * newest entry), finalizing the oldest when the cache is full, or the
+ * statement itself when its SQL cannot be copied. */
+static void stmt_give(store_db *d, const char *sql, size_t len, sqlite3_stmt *stmt) {
+  if (stmt == NULL) return;
+  sqlite3_reset(stmt);            /* ends a read left mid-way (db:first) */
+  sqlite3_clear_bindings(stmt);   /* bound strings pointed into the caller's stack */
+  char *copy = malloc(len + 1);
+  if (copy == NULL || d->db == NULL) {
+    free(copy);
+    sqlite3_finalize(stmt);
+    return;
+  }
+  memcpy(copy, sql, len + 1);
+  if (d->ncached == STMT_CACHE) {
+    sqlite3_finalize(d->cache[0].stmt);
+    free(d->cache[0].sql);
+    memmove(&d->cache[0], &d->cache[1], sizeof d->cache[0] * (STMT_CACHE - 1));
+    d->ncached--;
+  }
+  d->cache[d->ncached++] = (cached_stmt){copy, len, stmt};
+}
+
+static void stmt_cache_clear(store_db *d) {
+  for (int i = 0; i < d->ncached; i++) {
+    sqlite3_finalize(d->cache[i].stmt);
+    free(d->cache[i].sql);
+  }
+  d->ncached = 0;
+}
 
 /* ---- the db userdata ---- */
 
@@ -88,6 +148,7 @@ static int push_failure(lua_State *L, sqlite3 *db, const char *what) {
 static int db_close(lua_State *L) {
   store_db *d = to_db(L, 1);
   if (d->db) {
+    stmt_cache_clear(d);
     sqlite3_close_v2(d->db); /* rolls back an open transaction */
     d->db = NULL;
   }
@@ -157,8 +218,9 @@ static int bind_param(lua_State *L, sqlite3_stmt *stmt, int n, int idx) {
 enum { MODE_RUN, MODE_QUERY, MODE_FIRST };
 
 typedef struct stmt_call {
+  store_db *d;
   sqlite3 *db;
-  sqlite3_stmt *stmt;   /* finalized by the caller of stmt_body, whatever happened */
+  sqlite3_stmt *stmt;   /* given back (or finalized) by the caller of stmt_body, whatever happened */
   const char *what;     /* "db:run", ... */
   int mode;
 } stmt_call;
@@ -199,15 +261,20 @@ static int stmt_body(lua_State *L) {
   size_t len;
   const char *sql = lua_tolstring(L, 3, &len);
   const char *tail = NULL;
-  if (sqlite3_prepare_v2(c->db, sql, (int)len, &c->stmt, &tail) != SQLITE_OK)
+  c->stmt = stmt_take(c->d, sql, len);
+  if (c->stmt == NULL &&
+      sqlite3_prepare_v3(c->db, sql, (int)len, SQLITE_PREPARE_PERSISTENT, &c->stmt, &tail) != SQLITE_OK)
     return push_failure(L, c->db, c->what);
   if (c->stmt == NULL) return luaL_error(L, "%s: no SQL statement given", c->what);
-  if (tail && *tail) { /* only whitespace and comments may follow */
+  if (tail && *tail) { /* only whitespace and comments may follow (checked when first prepared) */
     sqlite3_stmt *next = NULL;
     int rc = sqlite3_prepare_v2(c->db, tail, (int)(len - (size_t)(tail - sql)), &next, NULL);
     sqlite3_finalize(next);
-    if (rc != SQLITE_OK || next != NULL)
+    if (rc != SQLITE_OK || next != NULL) {
+      sqlite3_finalize(c->stmt);
+      c->stmt = NULL;
       return luaL_error(L, "%s: one statement expected (db:exec runs several)", c->what);
+    }
   }
   int nparams = lua_gettop(L) - 3;
   int expected = sqlite3_bind_parameter_count(c->stmt);
@@ -264,12 +331,12 @@ static int stmt_exec(lua_State *L, const char *what, int mode) {
   int top = lua_gettop(L);
   for (int i = 3; i <= top; i++) check_param(L, i);
   luaL_checkstack(L, top + 2, "too many parameters");
-  stmt_call c = {d->db, NULL, what, mode};
+  stmt_call c = {d, d->db, NULL, what, mode};
   lua_pushcfunction(L, stmt_body);
   lua_pushlightuserdata(L, &c);
   for (int i = 1; i <= top; i++) lua_pushvalue(L, i); /* the originals stay: bound SQLITE_STATIC */
   int status = lua_pcall(L, top + 1, LUA_MULTRET, 0);  /* args... results|err */
-  sqlite3_finalize(c.stmt);
+  stmt_give(d, sql, len, c.stmt);
   if (status != LUA_OK) return lua_error(L);
   return lua_gettop(L) - top;
 }
@@ -403,6 +470,7 @@ static int store_open(lua_State *L) {
   store_db *d = lua_newuserdatauv(L, sizeof *d, 0);        /* db */
   d->db = NULL;
   d->in_tx = 0;
+  d->ncached = 0;
   push_db_mt(L);
   lua_setmetatable(L, -2);                                 /* from here __gc closes d->db */
   if (strcmp(path, ":memory:") != 0) {

@@ -45,15 +45,24 @@ function _M.record(run_id, kind, agent, data)
     local row = db:first("SELECT max(seq) AS n FROM run_events WHERE run_id = ?", run_id)
     seq = (row and row.n or 0) + 1
   end
-  local ok, e = db:run("INSERT INTO run_events (run_id, seq, at, kind, agent, data) VALUES (?, ?, ?, ?, ?, ?)",
-                       run_id, seq, time.now(), kind, agent, encode(data))
-  if not ok then return nil, e end
-  seqs[run_id] = seq
-  if kind == "model_call" and type(data) == "table" and type(data.usage) == "table" then
-    db:run("UPDATE runs SET tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost = cost + ? WHERE id = ?",
-           math.floor(tonumber(data.usage.input) or 0), math.floor(tonumber(data.usage.output) or 0),
-           tonumber(data.cost) or 0, run_id)
+  local usage = kind == "model_call" and type(data) == "table" and type(data.usage) == "table" and data.usage
+  local function write(d)
+    local ok, e = d:run("INSERT INTO run_events (run_id, seq, at, kind, agent, data) VALUES (?, ?, ?, ?, ?, ?)",
+                        run_id, seq, time.now(), kind, agent, encode(data))
+    if not ok then return nil, e end
+    if usage then -- the run's totals move with the event, in one commit
+      ok, e = d:run("UPDATE runs SET tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost = cost + ? WHERE id = ?",
+                    math.floor(tonumber(usage.input) or 0), math.floor(tonumber(usage.output) or 0),
+                    tonumber(data.cost) or 0, run_id)
+      if not ok then error(e, 0) end -- rolls the event back too
+    end
+    return true
   end
+  local ok, done, e
+  if usage then ok, done, e = pcall(db.transaction, db, write) else ok, done, e = true, write(db) end
+  if not ok then return nil, tostring(done) end
+  if not done then return nil, e end
+  seqs[run_id] = seq
   return seq
 end
 
