@@ -79,8 +79,18 @@ static void copy_one(copy_job *job, lua_State *L, int idx, int depth) {
   }
   luaL_checkstack(L, 4, "copy");
   idx = lua_absindex(from, idx);
-  lua_Unsigned n = lua_rawlen(from, idx);          /* a border, not a count: cap it */
-  lua_createtable(L, n < 64 ? (int)n : 64, 0);
+  /* Sized up front: growing a table key by key rehashes it at every power
+   * of two, which cost more than the copy itself. */
+  lua_Unsigned n = lua_rawlen(from, idx);          /* a border, not a count */
+  int entries = 0;
+  lua_pushnil(from);
+  while (entries < (1 << 16) && lua_next(from, idx)) {
+    entries++;
+    lua_pop(from, 1);                              /* from: key */
+  }
+  if (entries == (1 << 16)) lua_pop(from, 1);      /* the key the count stopped at */
+  int narr = n < (lua_Unsigned)entries ? (int)n : entries;
+  lua_createtable(L, narr, entries - narr);
   lua_pushnil(from);
   while (lua_next(from, idx)) {               /* from: key value */
     int kt = lua_type(from, -2);
