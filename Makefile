@@ -97,10 +97,12 @@ bench: deps-check $(BIN) $(TOOL_BIN) $(BENCH_BIN)
 	@BUILD=$(BUILD) bench/run.sh
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/moonhive/stdlib $(DESTDIR)$(PREFIX)/share/moonhive/lua
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/moonhive/stdlib $(DESTDIR)$(PREFIX)/share/moonhive/lua \
+	           $(DESTDIR)$(PREFIX)/share/moonhive/testkit
 	install -m 755 moonhive $(DESTDIR)$(PREFIX)/bin/moonhive
 	cp -R stdlib/. $(DESTDIR)$(PREFIX)/share/moonhive/stdlib/
 	cp -R lua/. $(DESTDIR)$(PREFIX)/share/moonhive/lua/
+	cp -R testkit/. $(DESTDIR)$(PREFIX)/share/moonhive/testkit/
 
 clean:
 	rm -rf build moonhive
