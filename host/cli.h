@@ -17,7 +17,9 @@ int mh_cmd_eval(int argc, char **argv);
 int mh_cmd_repl(int argc, char **argv);
 int mh_cmd_chat(int argc, char **argv);
 int mh_cmd_runs(int argc, char **argv);
+int mh_cmd_test(int argc, char **argv);
 
-extern const char mh_help_run[], mh_help_eval[], mh_help_repl[], mh_help_chat[], mh_help_runs[];
+extern const char mh_help_run[], mh_help_eval[], mh_help_repl[], mh_help_chat[], mh_help_runs[],
+    mh_help_test[];
 
 #endif

@@ -18,10 +18,7 @@ static int is_dir(const char *path) {
   return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* A folder of Lua files shipped with moonhive: `name` next to the binary (a
- * checkout's build output is two levels down), else ../share/moonhive/name
- * (an install), else the environment variable when set. */
-static void find_shipped_dir(const char *name, const char *env_name, char *out, size_t outlen) {
+void mh_find_shipped_dir(const char *name, const char *env_name, char *out, size_t outlen) {
   const char *env = getenv(env_name);
   if (env && *env) {
     snprintf(out, outlen, "%s", env);
@@ -61,8 +58,8 @@ int mh_host_init(mh_host *host, uv_loop_t *loop) {
   mh_limits_default(&host->limits);
   mh_timers_init(&host->timers, loop);
   mh_sched_init(host);
-  find_shipped_dir("stdlib", "MOONHIVE_STDLIB", host->stdlib_dir, sizeof host->stdlib_dir);
-  find_shipped_dir("lua", "MOONHIVE_RUNTIME", host->runtime_dir, sizeof host->runtime_dir);
+  mh_find_shipped_dir("stdlib", "MOONHIVE_STDLIB", host->stdlib_dir, sizeof host->stdlib_dir);
+  mh_find_shipped_dir("lua", "MOONHIVE_RUNTIME", host->runtime_dir, sizeof host->runtime_dir);
   read_secrets(host);
   const char *data = getenv("MOONHIVE_DATA");
   snprintf(host->data_dir, sizeof host->data_dir, "%s", data && *data ? data : ".moonhive");

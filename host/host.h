@@ -46,6 +46,12 @@ void mh_host_close(mh_host *host);
  * trusted runtime asks for `auth`) ever reads it. */
 const char *mh_host_secret(mh_host *host, mh_secret_id id);
 
+/* A folder shipped with moonhive (stdlib, lua, testkit): $env_name when set,
+ * else `name` next to the binary (a checkout's build output is two levels
+ * down), else ../share/moonhive/name (an install). out stays unchanged when
+ * none is found; outlen must be at least PATH_MAX. */
+void mh_find_shipped_dir(const char *name, const char *env_name, char *out, size_t outlen);
+
 /* Creates the data directory if needed; returns 0 or -1 (errno set). */
 int mh_host_ensure_data_dir(mh_host *host);
 

@@ -17,6 +17,7 @@ static const char usage[] =
   "  repl                     interactive prompt on the event loop\n"
   "  chat [--model M] \"text\"  one model call, streamed to the terminal\n"
   "  runs [list|show ID]      recorded agent runs and their events\n"
+  "  test [PATHS...]          run the project's busted specs with a scripted mock model\n"
   "  version                  print the version\n"
   "  help [COMMAND]           this text, or a command's own help\n"
   "\n"
@@ -38,6 +39,7 @@ static const struct {
   {"repl", mh_cmd_repl, mh_help_repl},
   {"chat", mh_cmd_chat, mh_help_chat},
   {"runs", mh_cmd_runs, mh_help_runs},
+  {"test", mh_cmd_test, mh_help_test},
   {"version", NULL, help_version},
   {"help", NULL, help_help},
 };

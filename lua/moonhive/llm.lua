@@ -81,6 +81,8 @@ function _M.resolve_model(name)
 end
 
 function resolve(name)
+  -- under `moonhive test` the scripted mock answers every call (providers/mock_script.lua)
+  if host.env("MOONHIVE_MOCK_SCRIPT") then return providers.mock, "test", "mock" end
   local c = config()
   name = name or host.env("MOONHIVE_MODEL") or c.model
   local aliases = type(c.aliases) == "table" and c.aliases or {}

@@ -12,9 +12,12 @@
 --      ends with tool results) and not with tool_choice "none";
 --   3. after a tool round "mock: tool results: <r1> | <r2>...";
 --   4. otherwise "mock: <last user message>".
+-- Under `moonhive test` (MOONHIVE_MOCK_SCRIPT set) the test's script
+-- (mock_script.lua) replaces 2-4: it answers every call or fails it.
 -- Usage counts words; cost is 0. Streaming hands out one word at a time.
 
 local C = require "moonhive.providers.common"
+local mock_script = require "moonhive.providers.mock_script"
 
 local _M = {}
 
@@ -84,8 +87,13 @@ local function scripted(req)
 end
 
 function _M.chat(req, model, emit)
-  local reply = scripted(req) or from_directives(last_user_text(req), trailing_tool_results(req),
-                                                req.tool_choice == "none")
+  local reply = scripted(req)
+  if mock_script.active() then
+    local err
+    reply, err = mock_script.next(req, reply)
+    if not reply then return nil, { message = err, retryable = false } end
+  end
+  reply = reply or from_directives(last_user_text(req), trailing_tool_results(req), req.tool_choice == "none")
   if reply.error then return nil, { message = tostring(reply.error), retryable = false } end
   local input = words(req.system)
   for _, m in ipairs(req.messages) do input = input + words(C.text_of(m.content)) end
