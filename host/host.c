@@ -60,6 +60,7 @@ int mh_host_init(mh_host *host, uv_loop_t *loop) {
   mh_sched_init(host);
   mh_find_shipped_dir("stdlib", "MOONHIVE_STDLIB", host->stdlib_dir, sizeof host->stdlib_dir);
   mh_find_shipped_dir("lua", "MOONHIVE_RUNTIME", host->runtime_dir, sizeof host->runtime_dir);
+  mh_find_shipped_dir("agents", "MOONHIVE_ROLES", host->roles_dir, sizeof host->roles_dir);
   read_secrets(host);
   const char *data = getenv("MOONHIVE_DATA");
   snprintf(host->data_dir, sizeof host->data_dir, "%s", data && *data ? data : ".moonhive");

@@ -32,6 +32,7 @@ typedef struct mh_host {
   mh_limits limits;                   /* defaults for new sandboxes */
   char stdlib_dir[PATH_MAX];          /* where guarded require finds stdlib/ */
   char runtime_dir[PATH_MAX];         /* the trusted runtime's Lua files (lua/) */
+  char roles_dir[PATH_MAX];           /* the ready-made agents shipped with moonhive (agents/) */
   struct mh_vm *runtime;              /* the trusted runtime state, created on first use */
   char *secrets[MH_SECRET_COUNT];     /* provider API keys, read once from the environment; never in Lua */
   char data_dir[PATH_MAX];            /* $MOONHIVE_DATA or ./.moonhive */

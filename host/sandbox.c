@@ -299,6 +299,13 @@ static int find_module(lua_State *L, const char *dir, const char *name) {
   return 0;
 }
 
+/* [-0, +(0|1), e] agents.NAME not found in the project: the ready-made role
+ * shipped with moonhive (agents/ beside stdlib/), so ctx:ask("coder") works
+ * in any project; a project's own agents/NAME.lua comes first. */
+static int find_shipped_role(lua_State *L, mh_host *host, const char *name) {
+  return strncmp(name, "agents.", 7) == 0 && find_module(L, host->roles_dir, name + 7);
+}
+
 /* The agent engine's own modules come from stdlib/ only: a user's file named
  * agent.lua or json.lua next to a script must not replace them (the `agent`
  * global would load that file instead). */
@@ -333,7 +340,7 @@ static int sb_require(lua_State *L) {
     if (!find_module(L, vm->host->stdlib_dir, name))
       return luaL_error(L, "module '%s' not found in stdlib/", name);
   } else if (!find_module(L, vm->script_dir, name) && !find_module(L, vm->host->project_dir, name) &&
-             !find_module(L, vm->host->stdlib_dir, name)) {
+             !find_module(L, vm->host->stdlib_dir, name) && !find_shipped_role(L, vm->host, name)) {
     return luaL_error(L, "module '%s' not found in the script's folder, the project or stdlib/", name);
   }
   const char *path = lua_tostring(L, 3);              /* name loaded path */

@@ -283,4 +283,23 @@ describe("ready-made roles", function()
     end
     assert.is_table(note, cjson.encode(found.result))
   end)
+  it("a project without its own agents/ still reaches the shipped roles, and its own file wins", function()
+    local project = H.tmpdir()
+    local code = [[
+      local pipeline = agent{name = "pipeline", run = function(self, input, ctx)
+        return ctx:ask("researcher", input)
+      end}
+      return {pipeline:run("[reply:found it]"), agent.load("code_reviewer").description}]]
+    local res = H.moonhive({ "eval", code }, { cwd = project, env = env() })
+    H.ok(res)
+    assert.matches('"found it"', res.stdout, 1, true)
+    assert.matches("[Rr]eview", res.stdout)
+    -- a project's own agents/researcher.lua comes first
+    require("luv").fs_mkdir(project .. "/agents", 448)
+    H.write(project .. "/agents/researcher.lua",
+            'return agent{name = "researcher", run = function() return "the project\'s own" end}')
+    res = H.moonhive({ "eval", code }, { cwd = project, env = env() })
+    H.ok(res)
+    assert.matches("the project's own", res.stdout, 1, true)
+  end)
 end)
