@@ -37,6 +37,9 @@ local function new_id()
   return ("%x"):format(math.floor(time.now() * 1000)) .. "-" .. hex
 end
 
+_M.new_id = new_id -- the workflow store's runs share the table and the ids
+
+
 function _M.record(run_id, kind, agent, data)
   local db, err = database.get()
   if not db then return nil, err end
@@ -105,7 +108,7 @@ end
 function _M.list(limit)
   local db, err = database.get()
   if not db then return nil, err end
-  local rows, e = db:query([[SELECT id, agent, status, started_at, finished_at, tokens_in, tokens_out, cost
+  local rows, e = db:query([[SELECT id, agent, kind, status, started_at, finished_at, tokens_in, tokens_out, cost
                              FROM runs ORDER BY started_at DESC LIMIT ?]], limit or 20)
   if not rows then return nil, e end
   return rows
