@@ -334,6 +334,7 @@ local function composite(self, kind, fns, limit)
   local text = encode(results)
   journal(self, { step = id, kind = kind, args = tostring(#fns), status = "ok", result = text,
                   memory = encode(self.memory) })
+  self.executed = self.executed + 1
   return decode(text)
 end
 
@@ -371,6 +372,7 @@ function Run:sleep(ms)
   if left > 0 then sleep(left * 1000) end
   journal(self, { step = id, kind = "sleep", args = tostring(ms), status = "ok", result = text,
                   memory = encode(self.memory) })
+  self.executed = self.executed + 1
 end
 
 function Run:wait_signal(name, opts)
