@@ -34,8 +34,11 @@ const char mh_help_run[] =
   "A file that returns an agent (agents/*.lua) runs as that agent with ARGS\n"
   "joined as its task: progress (model tokens, tool calls and results) on\n"
   "stderr, the answer on stdout; the run is recorded (moonhive runs).\n"
+  "A file that returns a workflow starts a durable run of it: --input JSON\n"
+  "after the file gives its input; steps on stderr, the output on stdout\n"
+  "(moonhive runs resume continues it after a crash).\n"
   "\noptions:\n"
-  "  --json                an agent's result as one JSON object on stdout\n" LIMIT_HELP;
+  "  --json                an agent's or workflow's result as one JSON object on stdout\n" LIMIT_HELP;
 
 /* When the file returned a table with a metatable: if it is an agent, run it
  * (stdlib/agent.lua's main) with the file's arguments as the task; if it is
