@@ -219,6 +219,7 @@ local function input_text(input)
   local ok, text = pcall(json.encode, input)
   return ok and text or tostring(input)
 end
+M.input_text = input_text -- a value as text: strings as they are, else JSON
 
 function Ctx:ask(name, input)
   if self.depth >= MAX_DEPTH then

@@ -512,13 +512,6 @@ function M.progress()
   end
 end
 
-local function output_text(v)
-  if type(v) == "string" then return v end
-  if v == nil then return "" end
-  local ok, text = pcall(json.encode, v)
-  return ok and text or tostring(v)
-end
-
 local function parse_input(args)
   local words, input, i = {}, nil, 1
   while i <= #args do
@@ -539,7 +532,7 @@ end
 
 local function print_report(report, json_out)
   if json_out then print(json.encode(report))
-  elseif report.status == "succeeded" then print(output_text(report.output)) end
+  elseif report.status == "succeeded" then print(agentmod.input_text(report.output)) end
 end
 
 -- Starts workflow `def` (what FILE returned; source is FILE's text) with

@@ -114,17 +114,23 @@ function _M.list(limit)
   return rows
 end
 
--- One run with its events; nil and a message when there is no such run.
-function _M.show(id)
-  local db, err = database.get()
-  if not db then return nil, err end
+-- The row of run `id` (a unique prefix is enough) on db, or nil and a message.
+function _M.find(db, id)
   local run = db:first("SELECT * FROM runs WHERE id = ?", id)
   if not run then
-    -- a unique prefix is enough
     local rows = db:query("SELECT * FROM runs WHERE id LIKE ? ORDER BY started_at DESC LIMIT 2", id .. "%")
     if rows and #rows == 1 then run = rows[1] end
   end
   if not run then return nil, ("no run '%s'"):format(id) end
+  return run
+end
+
+-- One run with its events; nil and a message when there is no such run.
+function _M.show(id)
+  local db, err = database.get()
+  if not db then return nil, err end
+  local run, e = _M.find(db, id)
+  if not run then return nil, e end
   run.input, run.output = decode(run.input), decode(run.output)
   run.events = db:query("SELECT seq, at, kind, agent, data FROM run_events WHERE run_id = ? ORDER BY seq", run.id)
   for _, ev in ipairs(run.events) do ev.data = decode(ev.data) end

@@ -17,7 +17,7 @@ local host = require "host"
 local database = require "moonhive.db"
 local runs = require "moonhive.runs"
 
-local new_id = runs.new_id
+local new_id = runs.new_id -- the store's runs share the runs table with agent runs
 
 local _M = { runs = {}, journal = {}, versions = {}, signals = {} }
 
@@ -66,12 +66,8 @@ end
 function _M.runs.get(id)
   local d, err = db()
   if not d then return nil, err end
-  local row = d:first("SELECT * FROM runs WHERE id = ?", id)
-  if not row then
-    local rows = d:query("SELECT * FROM runs WHERE id LIKE ? ORDER BY started_at DESC LIMIT 2", id .. "%")
-    if rows and #rows == 1 then row = rows[1] end
-  end
-  if not row then return nil, ("no run '%s'"):format(id) end
+  local row, e = runs.find(d, id)
+  if not row then return nil, e end
   return run_row(row)
 end
 
