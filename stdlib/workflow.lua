@@ -363,7 +363,10 @@ function Run:sleep(ms)
   check_live(self)
   local id = next_id(self, "sleep")
   local en = journaled(self, id, "sleep", nil, tostring(ms))
-  if en and en.status ~= "started" then return replay(self, id, en, "sleep") end
+  if en and en.status ~= "started" then
+    replay(self, id, en, "sleep")
+    return
+  end
   local wake = en and decode(en.result).wake_at or time.now() + ms / 1000
   local text = encode({ wake_at = wake })
   if not en then journal(self, { step = id, kind = "sleep", args = tostring(ms), status = "started", result = text }) end
