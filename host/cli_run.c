@@ -34,17 +34,25 @@ const char mh_help_run[] =
   "A file that returns an agent (agents/*.lua) runs as that agent with ARGS\n"
   "joined as its task: progress (model tokens, tool calls and results) on\n"
   "stderr, the answer on stdout; the run is recorded (moonhive runs).\n"
+  "A file that returns a workflow starts a durable run of it: --input JSON\n"
+  "after the file gives its input; steps on stderr, the output on stdout\n"
+  "(moonhive runs resume continues it after a crash).\n"
   "\noptions:\n"
-  "  --json                an agent's result as one JSON object on stdout\n" LIMIT_HELP;
+  "  --json                an agent's or workflow's result as one JSON object on stdout\n" LIMIT_HELP;
 
 /* When the file returned a table with a metatable: if it is an agent, run it
- * (stdlib/agent.lua's main) with the file's arguments as the task. */
+ * (stdlib/agent.lua's main) with the file's arguments as the task; if it is
+ * a workflow, start a durable run of it (stdlib/workflow.lua's main, which
+ * stores the file's text as the run's version). */
 static const char agent_stage[] =
-  "local value, json_out = ...\n"
+  "local value, json_out, file, source = ...\n"
   "if getmetatable(value) ~= nil and require('agent').is_agent(value) then\n"
-  "  return require('agent').main(value, json_out, select(3, ...))\n"
+  "  return require('agent').main(value, json_out, select(5, ...))\n"
   "end\n"
-  "if json_out then error('--json is for files that return an agent', 0) end\n";
+  "if getmetatable(value) ~= nil and require('workflow').is_workflow(value) then\n"
+  "  return require('workflow').main(value, json_out, file, source, select(5, ...))\n"
+  "end\n"
+  "if json_out then error('--json is for files that return an agent or a workflow', 0) end\n";
 
 const char mh_help_eval[] =
   "usage: moonhive eval [OPTIONS] 'CODE'\n"
@@ -96,6 +104,7 @@ typedef struct outcome {
   int json;             /* run --json */
   int argc;             /* the file's arguments, for the agent stage */
   char **argv;
+  const char *file;     /* the script, for the workflow stage */
 } outcome;
 
 static void on_done(mh_run *run, void *ud);
@@ -107,7 +116,7 @@ static int start_agent_stage(mh_run *run, outcome *out) {
   int base = lua_gettop(co) - run->nres;
   if (run->nres < 1 || !lua_istable(co, base + 1) || !lua_getmetatable(co, base + 1)) return 0;
   lua_pop(co, 1);
-  if (!lua_checkstack(L, out->argc + 4) ||
+  if (!lua_checkstack(L, out->argc + 6) ||
       mh_vm_load(L, agent_stage, sizeof agent_stage - 1, "=moonhive run", 0) != LUA_OK) {
     lua_settop(L, 0);
     return 0;
@@ -115,16 +124,18 @@ static int start_agent_stage(mh_run *run, outcome *out) {
   lua_pushvalue(co, base + 1);
   lua_xmove(co, L, 1);
   lua_pushboolean(L, out->json);
+  lua_pushstring(L, out->file);
+  if (!mh_cli_push_file(L, out->file)) lua_pushnil(L);
   for (int i = 0; i < out->argc; i++) lua_pushstring(L, out->argv[i]);
   out->agent_stage = 0;
-  return mh_run_start(run->vm, out->argc + 2, on_done, out) != NULL;
+  return mh_run_start(run->vm, out->argc + 4, on_done, out) != NULL;
 }
 
 static void on_done(mh_run *run, void *ud) {
   outcome *out = ud;
   if (run->state == MH_RUN_OK && out->agent_stage && start_agent_stage(run, out)) return;
   if (run->state == MH_RUN_OK && out->agent_stage && out->json) {
-    fprintf(stderr, "moonhive: --json is for files that return an agent\n");
+    fprintf(stderr, "moonhive: --json is for files that return an agent or a workflow\n");
     out->finished = 1;
     out->exit_code = 1;
     uv_stop(run->vm->host->loop);
@@ -203,7 +214,7 @@ int mh_cmd_run(int argc, char **argv) {
     return 1;
   }
   lua_State *L = vm->L;
-  outcome out = {0, 1, 0, 0, 0, 0, NULL};
+  outcome out = {0, 1, 0, 0, 0, 0, NULL, NULL};
   if (mh_vm_loadfile(L, file, 0) != LUA_OK) {
     fprintf(stderr, "%s\n", lua_tostring(L, -1));
     lua_pop(L, 1);
@@ -234,6 +245,7 @@ int mh_cmd_run(int argc, char **argv) {
   out.json = json;
   out.argc = nargs;
   out.argv = argv + first + 1;
+  out.file = file;
   for (int i = 1; i <= nargs; i++) lua_pushstring(L, argv[first + i]);
   mh_run *run = mh_run_start(vm, nargs, on_done, &out);
   int code = finish(&host, vm, run, &out);
@@ -262,7 +274,7 @@ int mh_cmd_eval(int argc, char **argv) {
     uv_loop_close(&loop);
     return 1;
   }
-  outcome out = {0, 1, 1, 0, 0, 0, NULL};
+  outcome out = {0, 1, 1, 0, 0, 0, NULL, NULL};
   int incomplete;
   if (mh_eval_compile(vm->L, code, strlen(code), "=eval", 0, &incomplete) != LUA_OK) {
     fprintf(stderr, "%s\n", lua_tostring(vm->L, -1));

@@ -1,5 +1,7 @@
 /* cli_runtime.c — commands answered by the trusted runtime's lua/moonhive/cli.lua:
- * `moonhive runs [list] [--limit N] [--json]` and `moonhive runs show ID [--json]`.
+ * `moonhive runs [list] [--limit N] [--json]`, `moonhive runs show ID [--json]`,
+ * `runs cancel ID`, `runs signal ID NAME [JSON]` (`runs resume` is in
+ * cli_workflow.c: it runs sandboxed workflow code).
  *
  * The command's arguments go to the runtime function as a list of strings;
  * it runs as a run of the runtime (so it may wait) and returns the text for
@@ -17,11 +19,17 @@
 const char mh_help_runs[] =
   "usage: moonhive runs [list] [--limit N] [--json]\n"
   "       moonhive runs show ID [--json]\n"
+  "       moonhive runs resume [ID] [--json]\n"
+  "       moonhive runs cancel ID\n"
+  "       moonhive runs signal ID NAME [JSON]\n"
   "\n"
-  "Lists recorded agent runs, newest first (id, agent, status, start, duration,\n"
-  "tokens, cost), or shows one run with its input, output and every event\n"
-  "(model calls, tool calls and results, errors). ID may be a unique prefix.\n"
-  "Runs are stored in $MOONHIVE_DATA/moonhive.db.\n";
+  "Lists recorded agent and workflow runs, newest first (id, name, status,\n"
+  "start, duration, tokens, cost), or shows one run with its input, output,\n"
+  "every event and (workflows) its step journal. ID may be a unique prefix.\n"
+  "resume runs again every unfinished workflow run (or run ID) on the version\n"
+  "it started with: journaled steps are not executed again. cancel stops a\n"
+  "workflow run; signal sends NAME (with a JSON payload) to one waiting in\n"
+  "wf:wait_signal. Runs are stored in $MOONHIVE_DATA/moonhive.db.\n";
 
 typedef struct answer {
   int finished, code;
@@ -81,5 +89,6 @@ int mh_cmd_runs(int argc, char **argv) {
       fputs(mh_help_runs, stdout);
       return 0;
     }
+  if (argc > 0 && strcmp(argv[0], "resume") == 0) return mh_cmd_runs_resume(argc - 1, argv + 1);
   return runtime_command("runs", argc, argv);
 }

@@ -16,7 +16,7 @@ static const char usage[] =
   "  eval 'CODE'              evaluate Lua code and print what it returns\n"
   "  repl                     interactive prompt on the event loop\n"
   "  chat [--model M] \"text\"  one model call, streamed to the terminal\n"
-  "  runs [list|show ID]      recorded agent runs and their events\n"
+  "  runs [list|show|resume|cancel|signal]  recorded runs; resume, cancel or signal a workflow\n"
   "  test [PATHS...]          run the project's busted specs with a scripted mock model\n"
   "  version                  print the version\n"
   "  help [COMMAND]           this text, or a command's own help\n"

@@ -4,7 +4,8 @@
  *   host.env(name)      -- one of a few non-secret variables (MOONHIVE_MODEL,
  *                       -- OPENAI_BASE_URL, ANTHROPIC_BASE_URL,
  *                       -- MOONHIVE_LLM_CONCURRENCY, MOONHIVE_HTTP_ALLOW,
- *                       -- MOONHIVE_MOCK_SCRIPT, MOONHIVE_MOCK_LOG), or nil
+ *                       -- MOONHIVE_MOCK_SCRIPT, MOONHIVE_MOCK_LOG, MOONHIVE_STORE,
+ *                       -- MOONHIVE_DURABILITY), or nil
  *   host.has_key(name)  -- "openai" | "anthropic": is a key configured?
  *   host.data_dir()     -- the data directory
  *   host.config()       -- the project's moonhive.lua (or $MOONHIVE_CONFIG) as a
@@ -23,7 +24,8 @@
 
 static const char *const readable[] = {"MOONHIVE_MODEL", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL",
                                        "MOONHIVE_LLM_CONCURRENCY", "MOONHIVE_HTTP_ALLOW",
-                                       "MOONHIVE_MOCK_SCRIPT", "MOONHIVE_MOCK_LOG", NULL};
+                                       "MOONHIVE_MOCK_SCRIPT", "MOONHIVE_MOCK_LOG", "MOONHIVE_STORE",
+                                       "MOONHIVE_DURABILITY", NULL};
 
 static int host_env(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);

@@ -18,8 +18,7 @@
 #include "bridge.h"
 #include "scheduler.h"
 
-/* [-0, +0, -] binds the current run to the new record's id (result at idx) */
-static void bind_record(lua_State *L, int idx) {
+void mh_runs_bind_record(lua_State *L, int idx) {
   mh_run *run = mh_run_current(L);
   if (run == NULL) return;
   if (lua_getfield(L, idx, "id") == LUA_TSTRING) {
@@ -30,7 +29,7 @@ static void bind_record(lua_State *L, int idx) {
   lua_pop(L, 1);
 }
 
-static const mh_bridge_spec start = {"moonhive.runs", "start", "runs.start", bind_record};
+static const mh_bridge_spec start = {"moonhive.runs", "start", "runs.start", mh_runs_bind_record};
 static const mh_bridge_spec event = {"moonhive.runs", "event", "runs.event", NULL};
 static const mh_bridge_spec finish = {"moonhive.runs", "finish", "runs.finish", NULL};
 

@@ -310,7 +310,7 @@ static int find_shipped_role(lua_State *L, mh_host *host, const char *name) {
  * agent.lua or json.lua next to a script must not replace them (the `agent`
  * global would load that file instead). */
 static int stdlib_only(const char *name) {
-  static const char *const reserved[] = {"agent", "tool", "json", "schema", NULL};
+  static const char *const reserved[] = {"agent", "tool", "json", "schema", "workflow", NULL};
   for (int i = 0; reserved[i]; i++)
     if (strcmp(name, reserved[i]) == 0) return 1;
   return 0;
@@ -372,8 +372,8 @@ static int sb_require(lua_State *L) {
 /* ---- the base environment ---- */
 
 /* stdlib modules that are globals too, loaded on first use: agent files
- * read `return agent{...}` and `tool{...}` */
-static const char *const stdlib_globals[] = {"agent", "tool", "json", NULL};
+ * read `return agent{...}` and `tool{...}`, workflow files `return workflow{...}` */
+static const char *const stdlib_globals[] = {"agent", "tool", "json", "workflow", NULL};
 
 /* __index of base: native modules and stdlib_globals appear as globals on
  * first use; anything else is a typo or a missing definition, reported where

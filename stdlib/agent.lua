@@ -219,6 +219,7 @@ local function input_text(input)
   local ok, text = pcall(json.encode, input)
   return ok and text or tostring(input)
 end
+M.input_text = input_text -- a value as text: strings as they are, else JSON
 
 function Ctx:ask(name, input)
   if self.depth >= MAX_DEPTH then
@@ -401,35 +402,39 @@ end
 
 -- ---- `moonhive run FILE` ----
 
+-- An on_event(ev) that shows an agent's progress on stderr: the model's
+-- tokens as they stream, tool calls and results, delegations, hand-offs.
+-- (The workflow engine shows the agents of wf:call with it too.)
+function M.progress()
+  local streaming = false
+  return function(ev)
+    if ev.kind == "token" then
+      if not streaming then log.write(("[%s] "):format(ev.agent)) streaming = true end
+      log.write(ev.text)
+      return
+    end
+    if streaming then log.write("\n") streaming = false end
+    if ev.kind == "tool_call" then
+      log.write(("[%s] → %s %s\n"):format(ev.agent, ev.name, input_text(ev.arguments)))
+    elseif ev.kind == "tool_result" then
+      local text = ev.ok and toolmod.result_text(true, ev.result) or tostring(ev.result)
+      if #text > 300 then text = text:sub(1, 297) .. "..." end
+      log.write(("[%s] ← %s%s\n"):format(ev.agent, tostring(ev.name), (ev.ok and ": " or " failed: ") .. text))
+    elseif ev.kind == "delegate" then
+      log.write(("[%s] asks %s\n"):format(ev.agent, ev.to))
+    elseif ev.kind == "handoff" then
+      log.write(("[%s] hands off to %s\n"):format(ev.agent, ev.to))
+    end
+  end
+end
+
 -- Runs agent `a` (what a script file returned) with the command line's
 -- words as input, showing progress on stderr and the answer on stdout (or
 -- one JSON object when json_out).
 function M.main(a, json_out, ...)
   local input = table.concat({ ... }, " ")
   if input == "" then error(("agent '%s' needs a task: moonhive run FILE \"task\""):format(a.name), 0) end
-  local on_event
-  if not json_out then
-    local streaming = false
-    on_event = function(ev)
-      if ev.kind == "token" then
-        if not streaming then log.write(("[%s] "):format(ev.agent)) streaming = true end
-        log.write(ev.text)
-        return
-      end
-      if streaming then log.write("\n") streaming = false end
-      if ev.kind == "tool_call" then
-        log.write(("[%s] → %s %s\n"):format(ev.agent, ev.name, input_text(ev.arguments)))
-      elseif ev.kind == "tool_result" then
-        local text = ev.ok and toolmod.result_text(true, ev.result) or tostring(ev.result)
-        if #text > 300 then text = text:sub(1, 297) .. "..." end
-        log.write(("[%s] ← %s%s\n"):format(ev.agent, tostring(ev.name), (ev.ok and ": " or " failed: ") .. text))
-      elseif ev.kind == "delegate" then
-        log.write(("[%s] asks %s\n"):format(ev.agent, ev.to))
-      elseif ev.kind == "handoff" then
-        log.write(("[%s] hands off to %s\n"):format(ev.agent, ev.to))
-      end
-    end
-  end
+  local on_event = not json_out and M.progress() or nil
   local ok, output, report = pcall(a.run, a, input, { on_event = on_event })
   if json_out then
     if not ok then

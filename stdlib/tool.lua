@@ -65,6 +65,10 @@ local function bounded(ms, what, fn, ...)
   return true, result
 end
 
+-- Also for the workflow engine's step timeouts: ok, result of fn(...) run
+-- as a task, or false, "WHAT timed out after MS ms".
+M.bounded = bounded
+
 function M.invoke(t, args, ctx)
   if type(args) ~= "table" then return false, "arguments must be a JSON object" end
   if args._raw ~= nil then return false, "the arguments are not valid JSON: " .. tostring(args._raw) end

@@ -4,6 +4,7 @@
 
 local cjson = require "cjson"
 local runs = require "moonhive.runs"
+local workflows = require "moonhive.workflows"
 
 local _M = {}
 
@@ -44,6 +45,7 @@ end
 local function show(id, opts)
   local run, err = runs.show(id)
   if not run then return nil, err end
+  run.steps = workflows.journal(run.id)
   if opts.json then return cjson.encode(run) .. "\n" end
   local out = {
     ("run %s  agent %s  %s"):format(run.id, run.agent, run.status),
@@ -57,6 +59,15 @@ local function show(id, opts)
   for _, ev in ipairs(run.events) do
     out[#out + 1] = ("  %3d  +%-9s %-12s %-14s %s"):format(ev.seq, duration(run.started_at, ev.at), ev.agent or "-",
                                                           ev.kind, ev.data ~= nil and short(ev.data, 160) or "")
+  end
+  if run.steps then
+    out[#out + 1] = ("steps (%d journaled, version %s):"):format(#run.steps, tostring(run.version):sub(1, 12))
+    for _, st in ipairs(run.steps) do
+      local what = st.name and (st.kind .. " " .. st.name) or st.kind
+      local shown = st.status == "error" and ("error: " .. tostring(st.error)) or (st.result or "")
+      out[#out + 1] = ("  %-8s +%-9s %-24s %-8s %s"):format(st.step, duration(run.started_at, st.at), short(what, 24),
+                                                           st.status, short(shown, 120))
+    end
   end
   return table.concat(out, "\n") .. "\n"
 end
@@ -81,7 +92,19 @@ function _M.runs(args)
     if not words[2] then return nil, "runs show needs a run id (see moonhive runs)" end
     return show(words[2], opts)
   end
-  return nil, ("unknown subcommand '%s' (list or show)"):format(sub)
+  if sub == "cancel" then
+    if not words[2] then return nil, "runs cancel needs a run id (see moonhive runs)" end
+    local id, err = workflows.cancel(words[2])
+    if not id then return nil, err end
+    return ("run %s cancelled\n"):format(id)
+  end
+  if sub == "signal" then
+    if not words[2] or not words[3] then return nil, "usage: moonhive runs signal ID NAME [JSON]" end
+    local id, err = workflows.signal(words[2], words[3], words[4])
+    if not id then return nil, err end
+    return ("signal '%s' sent to run %s\n"):format(words[3], id)
+  end
+  return nil, ("unknown subcommand '%s' (list, show, resume, cancel or signal)"):format(sub)
 end
 
 return _M

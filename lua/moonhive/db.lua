@@ -55,6 +55,38 @@ local migrations = {
     CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
       INSERT INTO memories_fts(memories_fts, rowid, text) VALUES ('delete', old.id, old.text);
     END]],
+  -- 4: durable workflow runs (moonhive.store.sqlite): a run's kind and
+  -- version, the step journal, stored workflow sources, signals
+  [[ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'agent';
+    ALTER TABLE runs ADD COLUMN version TEXT;
+    CREATE INDEX runs_kind_status ON runs(kind, status);
+    CREATE TABLE workflow_versions (
+      hash TEXT PRIMARY KEY,
+      path TEXT,
+      source TEXT NOT NULL,
+      created_at REAL NOT NULL);
+    CREATE TABLE journal (
+      run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+      step TEXT NOT NULL,
+      pos INTEGER NOT NULL,
+      kind TEXT NOT NULL,
+      name TEXT,
+      args TEXT,
+      status TEXT NOT NULL,
+      result TEXT,
+      error TEXT,
+      memory TEXT,
+      attempts INTEGER NOT NULL DEFAULT 1,
+      at REAL NOT NULL,
+      PRIMARY KEY (run_id, step));
+    CREATE TABLE signals (
+      id INTEGER PRIMARY KEY,
+      run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+      name TEXT NOT NULL,
+      payload TEXT,
+      sent_at REAL NOT NULL,
+      taken_at REAL);
+    CREATE INDEX signals_waiting ON signals(run_id, name, taken_at)]],
 }
 
 local db, failure

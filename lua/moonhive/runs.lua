@@ -37,6 +37,9 @@ local function new_id()
   return ("%x"):format(math.floor(time.now() * 1000)) .. "-" .. hex
 end
 
+_M.new_id = new_id -- the workflow store's runs share the table and the ids
+
+
 function _M.record(run_id, kind, agent, data)
   local db, err = database.get()
   if not db then return nil, err end
@@ -105,23 +108,29 @@ end
 function _M.list(limit)
   local db, err = database.get()
   if not db then return nil, err end
-  local rows, e = db:query([[SELECT id, agent, status, started_at, finished_at, tokens_in, tokens_out, cost
+  local rows, e = db:query([[SELECT id, agent, kind, status, started_at, finished_at, tokens_in, tokens_out, cost
                              FROM runs ORDER BY started_at DESC LIMIT ?]], limit or 20)
   if not rows then return nil, e end
   return rows
+end
+
+-- The row of run `id` (a unique prefix is enough) on db, or nil and a message.
+function _M.find(db, id)
+  local run = db:first("SELECT * FROM runs WHERE id = ?", id)
+  if not run then
+    local rows = db:query("SELECT * FROM runs WHERE id LIKE ? ORDER BY started_at DESC LIMIT 2", id .. "%")
+    if rows and #rows == 1 then run = rows[1] end
+  end
+  if not run then return nil, ("no run '%s'"):format(id) end
+  return run
 end
 
 -- One run with its events; nil and a message when there is no such run.
 function _M.show(id)
   local db, err = database.get()
   if not db then return nil, err end
-  local run = db:first("SELECT * FROM runs WHERE id = ?", id)
-  if not run then
-    -- a unique prefix is enough
-    local rows = db:query("SELECT * FROM runs WHERE id LIKE ? ORDER BY started_at DESC LIMIT 2", id .. "%")
-    if rows and #rows == 1 then run = rows[1] end
-  end
-  if not run then return nil, ("no run '%s'"):format(id) end
+  local run, e = _M.find(db, id)
+  if not run then return nil, e end
   run.input, run.output = decode(run.input), decode(run.output)
   run.events = db:query("SELECT seq, at, kind, agent, data FROM run_events WHERE run_id = ? ORDER BY seq", run.id)
   for _, ev in ipairs(run.events) do ev.data = decode(ev.data) end

@@ -1,0 +1,68 @@
+-- moonhive.store — where durable workflow runs live: the runs and their
+-- statuses (the queue of unfinished work), each run's step journal, the
+-- workflow sources runs started with, and signals. The workflow engine
+-- (moonhive.workflows) talks to this interface only, never to SQL, so a
+-- second backend (Redis, for several workers sharing runs) is one more
+-- file here. MOONHIVE_STORE picks the backend: "sqlite" (the default).
+--
+-- The contract every backend implements. Every function returns its value,
+-- or nil and a short message; none raises on a storage failure.
+--
+--   runs.create{kind=, name=, version=, input=} -> id
+--       a new run, status "running"; ids sort by creation time
+--   runs.get(id) -> run | nil, "no run 'ID'"
+--       run = {id, kind, name, version, status, input, output, error,
+--              started_at, finished_at}; a unique id prefix is enough
+--       (started_at: seconds since the epoch, as every time here)
+--   runs.set(id, {status=, output=, error=}) -> true
+--       a terminal status (succeeded, failed, cancelled) sets finished_at;
+--       a run already cancelled stays cancelled (returns true, "cancelled")
+--   runs.unfinished{kind=} -> {run, ...}
+--       runs whose status is pending, running or waiting, oldest first
+--
+--   journal.put(run_id, entry) -> true
+--       entry = {step=, kind=, name=, args=, status=, result=, error=,
+--                memory=, attempts=}; step is the engine's replay id ("3",
+--                "4.2.1"); args a digest of the step's arguments;
+--       status "started" (a sleep's wake-up time, a wait's deadline),
+--       "ok" or "error". An entry is written once, except that a "started"
+--       entry may be replaced by its outcome. Durable before it returns
+--       (see the backend for exactly how durable).
+--   journal.load(run_id) -> {entry, ...} in the order they were written
+--
+--   versions.put(hash, path, source) -> true   (idempotent: hash is SHA-256)
+--   versions.get(hash) -> {hash, path, source} | nil, message
+--
+--   signals.send(run_id, name, payload) -> id
+--       queued until the run takes it
+--   signals.take(run_id, name, entry) -> payload, true | nil, false
+--       the oldest unread signal NAME of the run; taking it and writing the
+--       journal entry (entry.result = payload) happen in one commit, so a
+--       crash can neither lose the signal nor deliver it twice
+--
+-- Values (input, output, result, memory, payload) are JSON text, encoded by
+-- the engine (stdlib json: exact integers and floats), stored and handed
+-- back unchanged; a backend never decodes them. nil stays nil.
+
+local host = require "host"
+
+local _M = {}
+
+local BACKENDS = { sqlite = "moonhive.store.sqlite" }
+local chosen, failure
+
+-- The backend module, or nil and why not.
+function _M.backend()
+  if chosen then return chosen end
+  if failure then return nil, failure end
+  local name = host.env("MOONHIVE_STORE") or "sqlite"
+  local mod = BACKENDS[name]
+  if not mod then
+    failure = ("MOONHIVE_STORE=%s: no such store (sqlite)"):format(name)
+    return nil, failure
+  end
+  chosen = require(mod)
+  return chosen
+end
+
+return _M

@@ -1,0 +1,197 @@
+-- moonhive.store.sqlite — the embedded backend of moonhive.store (see
+-- store/init.lua for the contract): tables runs (kind 'workflow'), journal,
+-- workflow_versions and signals of $MOONHIVE_DATA/moonhive.db (migration 4
+-- in db.lua), on the process's one connection.
+--
+-- Durability (the fsync policy). The database is in WAL mode. Every journal
+-- write is its own transaction, committed before journal.put returns.
+--   MOONHIVE_DURABILITY=normal (default): synchronous=NORMAL. A commit is in
+--     the operating system's hands when it returns: it survives the process
+--     being killed (SIGKILL, a crash, the OOM killer) at any instant, but a
+--     power loss or kernel panic may lose the last commits (never corrupt
+--     the file): steps would then run again on resume.
+--   MOONHIVE_DURABILITY=full: synchronous=FULL. The WAL is fsynced at every
+--     commit: also power-loss safe, at the cost of one fsync per step.
+
+local host = require "host"
+local database = require "moonhive.db"
+local runs = require "moonhive.runs"
+
+local new_id = runs.new_id -- the store's runs share the runs table with agent runs
+
+local _M = { runs = {}, journal = {}, versions = {}, signals = {} }
+
+local TERMINAL = { succeeded = true, failed = true, cancelled = true }
+local UNFINISHED = "('pending', 'running', 'waiting')"
+
+local opened, failure
+
+local function db()
+  if opened then return opened end
+  if failure then return nil, failure end
+  local d, err = database.get()
+  if not d then return nil, err end
+  local mode = host.env("MOONHIVE_DURABILITY") or "normal"
+  if mode ~= "normal" and mode ~= "full" then
+    failure = ("MOONHIVE_DURABILITY=%s: use normal or full"):format(mode)
+    return nil, failure
+  end
+  if mode == "full" then
+    local ok, e = d:exec("PRAGMA synchronous=FULL")
+    if not ok then return nil, e end
+  end
+  opened = d
+  return d
+end
+
+-- ---- runs ----
+
+local function run_row(r)
+  return { id = r.id, kind = r.kind, name = r.agent, version = r.version, status = r.status,
+           input = r.input, output = r.output, error = r.error,
+           started_at = r.started_at, finished_at = r.finished_at }
+end
+
+function _M.runs.create(req)
+  local d, err = db()
+  if not d then return nil, err end
+  local id = new_id()
+  local ok, e = d:run([[INSERT INTO runs (id, agent, kind, version, status, input, started_at)
+                        VALUES (?, ?, ?, ?, 'running', ?, ?)]],
+                      id, req.name, req.kind or "workflow", req.version, req.input, time.now())
+  if not ok then return nil, e end
+  return id
+end
+
+function _M.runs.get(id)
+  local d, err = db()
+  if not d then return nil, err end
+  local row, e = runs.find(d, id)
+  if not row then return nil, e end
+  return run_row(row)
+end
+
+function _M.runs.set(id, fields)
+  local d, err = db()
+  if not d then return nil, err end
+  local finished = TERMINAL[fields.status] and time.now() or nil
+  local res, e = d:run([[UPDATE runs SET status = ?, output = coalesce(?, output), error = coalesce(?, error),
+                           finished_at = coalesce(?, finished_at)
+                         WHERE id = ? AND status <> 'cancelled']],
+                       fields.status, fields.output, fields.error, finished, id)
+  if not res then return nil, e end
+  if res.changes == 0 then
+    local row = d:first("SELECT status FROM runs WHERE id = ?", id)
+    if not row then return nil, ("no run '%s'"):format(id) end
+    return true, row.status
+  end
+  return true
+end
+
+function _M.runs.unfinished(req)
+  local d, err = db()
+  if not d then return nil, err end
+  local rows, e = d:query("SELECT * FROM runs WHERE kind = ? AND status IN " .. UNFINISHED .. " ORDER BY started_at",
+                          req and req.kind or "workflow")
+  if not rows then return nil, e end
+  for i, r in ipairs(rows) do rows[i] = run_row(r) end
+  return rows
+end
+
+-- ---- journal ----
+
+local function put(d, run_id, en)
+  local prev = d:first("SELECT status FROM journal WHERE run_id = ? AND step = ?", run_id, en.step)
+  if prev and prev.status ~= "started" then
+    error(("step %s of run %s is already journaled"):format(en.step, run_id), 0)
+  end
+  local pos = 1
+  if prev then
+    pos = nil
+  else
+    local row = d:first("SELECT max(pos) AS n FROM journal WHERE run_id = ?", run_id)
+    pos = (row and row.n or 0) + 1
+  end
+  local ok, e
+  if prev then
+    ok, e = d:run([[UPDATE journal SET kind = ?, name = ?, args = ?, status = ?, result = ?, error = ?, memory = ?,
+                      attempts = ?, at = ? WHERE run_id = ? AND step = ?]],
+                  en.kind, en.name, en.args, en.status, en.result, en.error, en.memory,
+                  en.attempts or 1, time.now(), run_id, en.step)
+  else
+    ok, e = d:run([[INSERT INTO journal (run_id, step, pos, kind, name, args, status, result, error, memory,
+                                         attempts, at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]],
+                  run_id, en.step, pos, en.kind, en.name, en.args, en.status, en.result, en.error,
+                  en.memory, en.attempts or 1, time.now())
+  end
+  if not ok then error(e, 0) end
+  return true
+end
+
+function _M.journal.put(run_id, entry)
+  local d, err = db()
+  if not d then return nil, err end
+  local ok, e = pcall(d.transaction, d, function(t) return put(t, run_id, entry) end)
+  if not ok then return nil, tostring(e) end
+  return true
+end
+
+function _M.journal.load(run_id)
+  local d, err = db()
+  if not d then return nil, err end
+  local rows, e = d:query([[SELECT step, kind, name, args, status, result, error, memory, attempts, at
+                            FROM journal WHERE run_id = ? ORDER BY pos]], run_id)
+  if not rows then return nil, e end
+  return rows
+end
+
+-- ---- versions ----
+
+function _M.versions.put(hash, path, source)
+  local d, err = db()
+  if not d then return nil, err end
+  local ok, e = d:run("INSERT OR IGNORE INTO workflow_versions (hash, path, source, created_at) VALUES (?, ?, ?, ?)",
+                      hash, path, source, time.now())
+  if not ok then return nil, e end
+  return true
+end
+
+function _M.versions.get(hash)
+  local d, err = db()
+  if not d then return nil, err end
+  local row = d:first("SELECT hash, path, source FROM workflow_versions WHERE hash = ?", hash)
+  if not row then return nil, ("no stored workflow version %s"):format(tostring(hash)) end
+  return row
+end
+
+-- ---- signals ----
+
+function _M.signals.send(run_id, name, payload)
+  local d, err = db()
+  if not d then return nil, err end
+  local res, e = d:run("INSERT INTO signals (run_id, name, payload, sent_at) VALUES (?, ?, ?, ?)",
+                       run_id, name, payload, time.now())
+  if not res then return nil, e end
+  return res.last_id
+end
+
+function _M.signals.take(run_id, name, entry)
+  local d, err = db()
+  if not d then return nil, err end
+  local ok, found = pcall(d.transaction, d, function(t)
+    local sig = t:first([[SELECT id, payload FROM signals WHERE run_id = ? AND name = ? AND taken_at IS NULL
+                          ORDER BY id LIMIT 1]], run_id, name)
+    if not sig then return false end
+    local done, e = t:run("UPDATE signals SET taken_at = ? WHERE id = ?", time.now(), sig.id)
+    if not done then error(e, 0) end
+    entry.result = sig.payload
+    put(t, run_id, entry)
+    return true
+  end)
+  if not ok then return nil, tostring(found) end
+  if not found then return nil, false end
+  return entry.result, true
+end
+
+return _M

@@ -1,0 +1,186 @@
+-- moonhive.workflows — the runtime's half of durable workflow runs: the
+-- sandboxed engine (stdlib/workflow.lua) reaches it through the bridge
+-- (host/mod_workflows.c) to start or attach to a run and to journal its
+-- steps; the CLI (moonhive.cli) uses it to cancel, signal and list. All
+-- storage goes through moonhive.store, never SQL.
+--
+-- Bridge entries, each fn(request, emit, caller):
+-- Values named input, output, result, memory and payload are JSON text (the
+-- engine encodes and decodes them with stdlib json, which is exact).
+--
+--   begin{workflow=, path=, source=, input=} -> {id=, version=, started_at=}
+--       stores the source by its SHA-256 and creates the run; C binds the
+--       calling script to it (as runs.start does)
+--   unfinished{id=} -> {runs = {{id=, workflow=, path=, source=, version=}, ...}}
+--       what `moonhive runs resume [ID]` runs again, with the source each
+--       run started with
+--   attach{id=} -> {id=, workflow=, input=, status=, started_at=, journal = {[step] = entry}}
+--       binds the calling script to an unfinished run (C) and hands it the journal
+--   step{step=, kind=, name=, args=, status=, result=, error=, memory=, attempts=} -> {status=}
+--       journals a step of the caller's run (durable before it returns)
+--       and answers the run's status, so the engine notices a cancellation
+--   status{status=, output=, error=} -> {status=}
+--   poll{} -> {status=}
+--   take_signal{name=, step=, memory=} -> {found=, payload=, status=}
+
+local cjson = require "cjson"
+local crypto = require "crypto"
+local stores = require "moonhive.store"
+
+local _M = {}
+
+local UNFINISHED = { pending = true, running = true, waiting = true }
+local SETTABLE = { running = true, waiting = true, succeeded = true, failed = true }
+
+local function backend(what)
+  local s, err = stores.backend()
+  if not s then return nil, what .. ": " .. err end
+  return s
+end
+
+function _M.begin(req)
+  local s, err = backend("workflow")
+  if not s then return nil, err end
+  if type(req.workflow) ~= "string" or req.workflow == "" then return nil, "workflow: 'workflow' must be a name" end
+  if type(req.source) ~= "string" then return nil, "workflow: 'source' must be the workflow file's text" end
+  local version = crypto.sha256(req.source)
+  local ok, e = s.versions.put(version, req.path, req.source)
+  if not ok then return nil, "workflow: cannot store its version: " .. e end
+  local id
+  id, e = s.runs.create{ kind = "workflow", name = req.workflow, version = version, input = req.input }
+  if not id then return nil, "workflow: cannot create the run: " .. e end
+  return { id = id, version = version, started_at = time.now() }
+end
+
+function _M.unfinished(req)
+  local s, err = backend("runs resume")
+  if not s then return nil, err end
+  local list, e
+  if req.id then
+    local run
+    run, e = s.runs.get(req.id)
+    if not run then return nil, e end
+    if run.kind ~= "workflow" then return nil, ("run %s is an agent run, not a workflow run"):format(run.id) end
+    if not UNFINISHED[run.status] then return nil, ("run %s is %s: nothing to resume"):format(run.id, run.status) end
+    list = { run }
+  else
+    list, e = s.runs.unfinished{ kind = "workflow" }
+    if not list then return nil, e end
+  end
+  local out = {}
+  for i, run in ipairs(list) do
+    local v, verr = s.versions.get(run.version)
+    if not v then return nil, ("run %s: %s"):format(run.id, verr) end
+    out[i] = { id = run.id, workflow = run.name, path = v.path, source = v.source, version = run.version }
+  end
+  return { runs = out }
+end
+
+function _M.attach(req)
+  local s, err = backend("workflow")
+  if not s then return nil, err end
+  if type(req.id) ~= "string" then return nil, "workflow: attach needs a run id" end
+  local run, e = s.runs.get(req.id)
+  if not run then return nil, e end
+  if run.kind ~= "workflow" or not UNFINISHED[run.status] then
+    return nil, ("run %s is not an unfinished workflow run"):format(req.id)
+  end
+  local entries
+  entries, e = s.journal.load(run.id)
+  if not entries then return nil, e end
+  local journal = {}
+  for _, en in ipairs(entries) do journal[en.step] = en end
+  local ok
+  ok, e = s.runs.set(run.id, { status = "running" })
+  if not ok then return nil, e end
+  return { id = run.id, workflow = run.name, input = run.input, status = e or "running", journal = journal,
+           started_at = run.started_at }
+end
+
+local function status_of(s, run_id)
+  local run, e = s.runs.get(run_id)
+  if not run then return nil, e end
+  return { status = run.status }
+end
+
+function _M.step(req, _, caller)
+  if not caller.run_id then return nil, "workflow: this script is not part of a workflow run" end
+  local s, err = backend("workflow")
+  if not s then return nil, err end
+  local ok, e = s.journal.put(caller.run_id, {
+    step = req.step, kind = req.kind, name = req.name, args = req.args, status = req.status, result = req.result,
+    error = req.error, memory = req.memory, attempts = req.attempts })
+  if not ok then return nil, "workflow: cannot journal step " .. tostring(req.step) .. ": " .. e end
+  return status_of(s, caller.run_id)
+end
+
+function _M.status(req, _, caller)
+  if not caller.run_id then return nil, "workflow: this script is not part of a workflow run" end
+  local s, err = backend("workflow")
+  if not s then return nil, err end
+  if not SETTABLE[req.status] then return nil, "workflow: cannot set status " .. tostring(req.status) end
+  local ok, now = s.runs.set(caller.run_id, { status = req.status, output = req.output, error = req.error })
+  if not ok then return nil, now end
+  return { status = now or req.status }
+end
+
+function _M.poll(_, _, caller)
+  if not caller.run_id then return nil, "workflow: this script is not part of a workflow run" end
+  local s, err = backend("workflow")
+  if not s then return nil, err end
+  return status_of(s, caller.run_id)
+end
+
+function _M.take_signal(req, _, caller)
+  if not caller.run_id then return nil, "workflow: this script is not part of a workflow run" end
+  local s, err = backend("workflow")
+  if not s then return nil, err end
+  local payload, found = s.signals.take(caller.run_id, req.name, {
+    step = req.step, kind = "signal", name = req.name, status = "ok", memory = req.memory })
+  if found == nil then return nil, payload end
+  local st, e = status_of(s, caller.run_id)
+  if not st then return nil, e end
+  st.found, st.payload = found, payload
+  return st
+end
+
+-- ---- for the CLI ----
+
+-- Cancels an unfinished workflow run: its process notices within a poll.
+function _M.cancel(id)
+  local s, err = backend("runs cancel")
+  if not s then return nil, err end
+  local run, e = s.runs.get(id)
+  if not run then return nil, e end
+  if not UNFINISHED[run.status] then return nil, ("run %s is already %s"):format(run.id, run.status) end
+  local ok
+  ok, e = s.runs.set(run.id, { status = "cancelled", error = "cancelled" })
+  if not ok then return nil, e end
+  return run.id
+end
+
+-- payload: JSON text (a text that is not JSON is sent as a JSON string).
+function _M.signal(id, name, payload)
+  if payload ~= nil and not pcall(cjson.decode, payload) then payload = cjson.encode(payload) end
+  local s, err = backend("runs signal")
+  if not s then return nil, err end
+  local run, e = s.runs.get(id)
+  if not run then return nil, e end
+  if run.kind ~= "workflow" then return nil, ("run %s is not a workflow run"):format(run.id) end
+  if not UNFINISHED[run.status] then return nil, ("run %s is %s: it takes no more signals"):format(run.id, run.status) end
+  local sid
+  sid, e = s.signals.send(run.id, name, payload)
+  if not sid then return nil, e end
+  return run.id
+end
+
+-- The journal of a run (for `runs show`), or nil when it has none.
+function _M.journal(id)
+  local s = stores.backend()
+  if not s then return nil end
+  local entries = s.journal.load(id)
+  if not entries or #entries == 0 then return nil end
+  return entries
+end
+
+return _M

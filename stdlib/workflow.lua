@@ -1,0 +1,604 @@
+-- workflow — durable workflows for sandboxed scripts. Also a global:
+--
+--   return workflow{
+--     name = "review",                  -- letters, digits, _ and -
+--     timeout = 600000,                 -- optional: ms for the whole run (restarts included)
+--     retry = {attempts = 3},           -- optional: default retry of every wf:call/wf:tool
+--     run = function(wf, input)
+--       local draft = wf:call("writer", input.task)          -- agents/writer.lua
+--       local ok = wf:wait_signal("approve", {timeout = 3600000})
+--       return wf:call("editor", draft, {retry = {attempts = 3, backoff_ms = 500}, timeout = 60000})
+--     end,
+--   }
+--
+-- The wf object: wf.id, wf.name, wf.input, wf.memory (working memory shared
+-- with the agents of wf:call, journaled with every step), and the steps
+--   wf:call(agent|name, input, opts) -> output      run an agent
+--   wf:tool(name, args, opts) -> result              a built-in tool (stdlib/tools/)
+--   wf:parallel{fn, ...} -> {r1, r2, ...}            fan-out, fan-in
+--   wf:map(list, fn(item, i), {concurrency=}) -> {fn(list[1], 1), ...}
+--   wf:sleep(ms)                                     durable: a resumed run sleeps the rest
+--   wf:wait_signal(name, {timeout=}) -> payload | nil, "timeout"
+--   wf:now(), wf:random([m [, n]])                   recorded, so a replay sees the same
+-- opts of call and tool: retry = {attempts=, backoff_ms=, factor=,
+-- max_backoff_ms=, on = {"text", ...} | function(err) -> bool}, timeout = ms.
+--
+-- Durability by deterministic replay. Each step gets an id from its place
+-- in the code — "1", "2", ... in the workflow function, "3.2.1" for the
+-- first step of branch 2 of the parallel/map that is step 3 — so ids do not
+-- depend on which branch finishes first. A step's outcome is journaled
+-- (workflows.step, committed before it returns) before the code sees it.
+-- Resuming a run (moonhive runs resume) runs the function again from the
+-- top on the source the run started with: a step whose id is journaled
+-- returns its journaled result (or raises its journaled error) without
+-- running; the first step that is not journaled runs for real. A journaled
+-- step of another kind, name or arguments than the code now asks for fails
+-- the run: "nondeterministic replay: step 3 was wf:call('coder') but is now
+-- wf:tool('files')".
+
+local agentmod = require "agent"
+local toolmod = require "tool"
+
+local M = {}
+local Def = {}
+Def.__index = Def
+local Run = {}
+Run.__index = Run
+M.Run = Run
+
+local POLL_MS = 100     -- waiting for a signal: how often the store is asked
+local WATCH_MS = 250    -- a running workflow: how often it looks for a cancellation
+local NAME = "^[%a_][%w_%-]*$"
+
+local function fail(msg) error({ message = "workflow: " .. msg }, 0) end
+
+-- ---- definitions ----
+
+local function check_retry(r, where)
+  if r == nil then return end
+  if type(r) ~= "table" then fail(where .. ": 'retry' must be {attempts=, backoff_ms=, factor=, on=}") end
+  if r.attempts ~= nil and (math.type(r.attempts) ~= "integer" or r.attempts < 1) then
+    fail(where .. ": retry.attempts must be a whole number >= 1")
+  end
+  for _, k in ipairs({ "backoff_ms", "factor", "max_backoff_ms" }) do
+    if r[k] ~= nil and (type(r[k]) ~= "number" or r[k] < 0) then fail(("%s: retry.%s must be a number >= 0"):format(where, k)) end
+  end
+  if r.on ~= nil and type(r.on) ~= "function" and type(r.on) ~= "table" then
+    fail(where .. ": retry.on must be a list of texts or a function(err)")
+  end
+end
+
+local function check_timeout(t, where)
+  if t ~= nil and (type(t) ~= "number" or t <= 0) then fail(where .. ": 'timeout' must be milliseconds > 0") end
+end
+
+local function build(def)
+  if type(def) ~= "table" then fail("expected a table {name=, run=function(wf, input) ... end}") end
+  local name = def.name
+  if type(name) ~= "string" or not name:match(NAME) or #name > 64 then
+    fail("'name' must be letters, digits, '_' or '-' (at most 64), starting with a letter")
+  end
+  if type(def.run) ~= "function" then fail(name .. ": 'run' must be a function(wf, input)") end
+  check_timeout(def.timeout, name)
+  check_retry(def.retry, name)
+  return setmetatable({ name = name, description = def.description, fn = def.run, timeout = def.timeout,
+                        retry = def.retry }, Def)
+end
+
+function M.new(def)
+  local ok, w = pcall(build, def)
+  if ok then return w end
+  if type(w) == "table" and w.message then error(w.message, 2) end
+  error(w, 0)
+end
+
+function M.is_workflow(v) return getmetatable(v) == Def end
+
+-- ---- journal values: JSON text, exact for integers and floats ----
+
+local function encode(v)
+  if v == nil then return nil end
+  return json.encode(v)
+end
+
+local function decode(text)
+  if text == nil then return nil end
+  local v, err = json.decode(text)
+  if err then error("workflow: a journaled value is not JSON: " .. err, 0) end
+  return v
+end
+
+-- A short digest of a step's arguments, compared on replay.
+local function digest(v)
+  if v == nil then return nil end
+  local ok, text = pcall(json.encode, v)
+  return crypto.sha256(ok and text or tostring(v)):sub(1, 16)
+end
+
+local function describe(kind, name)
+  if name then return ("wf:%s('%s')"):format(kind, name) end
+  return ("wf:%s()"):format(kind)
+end
+
+-- ---- the run ----
+
+local function emit(self, ev)
+  ev.workflow = self.name
+  if self.on_event then self.on_event(ev) end
+end
+
+-- Raised for what must stop the whole run (a cancellation, nondeterminism,
+-- the store failing): remembered so no retry or pcall hides it.
+local function fatal(self, msg)
+  self.fatal = self.fatal or msg
+  error(msg, 0)
+end
+
+local function check_live(self)
+  if self.fatal then error(self.fatal, 0) end
+  if self.status == "cancelled" then fatal(self, "workflow run cancelled") end
+end
+
+local function journal(self, entry)
+  local res, err = workflows.step(entry)
+  if not res then fatal(self, err) end
+  self.status = res.status
+end
+
+-- The next step id of the calling branch.
+local function next_id(self, kind)
+  local scope = self.scopes[coroutine.running()]
+  if not scope then
+    error(("wf:%s: call wf methods from the workflow function or a wf:parallel/wf:map branch, "
+           .. "not from a task or coroutine of your own"):format(kind), 3)
+  end
+  scope.n = scope.n + 1
+  return scope.prefix .. scope.n
+end
+
+-- The journaled entry of step id, checked against what the code asks now.
+local function journaled(self, id, kind, name, args)
+  local en = self.journal[id]
+  if not en then return nil end
+  if en.kind ~= kind or en.name ~= name then
+    fatal(self, ("nondeterministic replay: step %s was %s but is now %s"):format(id, describe(en.kind, en.name),
+                                                                            describe(kind, name)))
+  end
+  if en.args ~= args then
+    fatal(self, ("nondeterministic replay: step %s %s was given other arguments than when it ran"):format(
+      id, describe(kind, name)))
+  end
+  return en
+end
+
+local function restore_memory(self, text)
+  local m = decode(text)
+  if type(m) ~= "table" then return end
+  for k in pairs(self.memory) do self.memory[k] = nil end
+  for k, v in pairs(m) do self.memory[k] = v end
+end
+
+local function replay(self, id, en, kind, name)
+  self.replayed = self.replayed + 1
+  restore_memory(self, en.memory)
+  emit(self, { kind = "step_replayed", step = id, step_kind = kind, name = name, ok = en.status == "ok" })
+  if en.status == "error" then error(en.error, 0) end
+  return decode(en.result)
+end
+
+local function retryable(on, err)
+  if on == nil then return true end
+  if type(on) == "function" then return on(err) and true or false end
+  for _, text in ipairs(on) do
+    if err:find(text, 1, true) then return true end
+  end
+  return false
+end
+
+-- Runs exec under opts' retry and timeout: ok, result, attempts.
+local function attempt(self, id, kind, name, opts, exec)
+  local r = opts.retry or self.def.retry or {}
+  local attempts, delay = r.attempts or 1, r.backoff_ms or 200
+  local label = ("step %s %s"):format(id, describe(kind, name))
+  for n = 1, attempts do
+    local ok, result
+    if opts.timeout then ok, result = toolmod.bounded(opts.timeout, label, exec)
+    else ok, result = pcall(exec) end
+    if ok then return true, result, n end
+    result = tostring(result)
+    if self.fatal or n == attempts or not retryable(r.on, result) then return false, result, n end
+    local wait = math.min(delay, r.max_backoff_ms or math.huge)
+    emit(self, { kind = "retry", step = id, step_kind = kind, name = name, attempt = n + 1, of = attempts,
+                 delay_ms = wait, error = result })
+    sleep(wait)
+    delay = delay * (r.factor or 2)
+  end
+end
+
+-- A durable step: replayed when journaled, else run, journaled, returned.
+local function step(self, kind, name, args, opts, exec)
+  check_live(self)
+  local id = next_id(self, kind)
+  local en = journaled(self, id, kind, name, args)
+  if en then return replay(self, id, en, kind, name) end
+  emit(self, { kind = "step_start", step = id, step_kind = kind, name = name })
+  local started = time.monotonic()
+  local ok, result, attempts = attempt(self, id, kind, name, opts, exec)
+  check_live(self)
+  local text
+  if ok then
+    local good, e = pcall(encode, result)
+    if not good then
+      ok, result = false, ("%s returned a value that cannot be journaled: %s"):format(describe(kind, name), e)
+    else
+      text = e
+    end
+  end
+  journal(self, { step = id, kind = kind, name = name, args = args, status = ok and "ok" or "error",
+                  result = text, error = not ok and result or nil, memory = encode(self.memory),
+                  attempts = attempts })
+  self.executed = self.executed + 1
+  emit(self, { kind = "step_done", step = id, step_kind = kind, name = name, ok = ok, error = not ok and result or nil,
+               ms = time.monotonic() - started })
+  if not ok then error(result, 0) end
+  return decode(text) -- what a replay will see
+end
+
+local function opts_of(opts, what)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then error(what .. ": opts must be a table {retry=, timeout=}", 3) end
+  local ok, e = pcall(function() check_retry(opts.retry, what) check_timeout(opts.timeout, what) end)
+  if not ok then error(type(e) == "table" and e.message or e, 3) end
+  return opts
+end
+
+function Run:call(a, input, opts)
+  opts = opts_of(opts, "wf:call")
+  local name
+  if type(a) == "string" then
+    if not a:match(NAME) then error(("wf:call: '%s' is not an agent name"):format(a), 2) end
+    name = a
+  elseif agentmod.is_agent(a) then
+    name = a.name
+  else
+    error("wf:call: expected an agent{} or the name of one (agents/NAME.lua)", 2)
+  end
+  return step(self, "call", name, digest(input), opts, function()
+    local ag = type(a) == "string" and agentmod.load(a) or a
+    local parent = { depth = 0, memory = self.memory, run_id = self.id, on_event = self.agent_events }
+    return ag:run(input, { ctx = parent })
+  end)
+end
+
+function Run:tool(name, args, opts)
+  opts = opts_of(opts, "wf:tool")
+  if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then error("wf:tool: expected a built-in tool's name", 2) end
+  return step(self, "tool", name, digest(args), opts, function()
+    local ok, t = pcall(require, "tools." .. name)
+    if not ok or not toolmod.is_tool(t) then error(("wf:tool: no built-in tool '%s'"):format(name), 0) end
+    local ctx = setmetatable({ agent = { name = self.name, memory = {}, tools = {}, tools_by_name = {} },
+                               run_id = self.id, memory = self.memory, depth = 0 }, agentmod.Ctx)
+    local good, result = toolmod.invoke(t, args or {}, ctx)
+    if not good then error(result, 0) end
+    return result
+  end)
+end
+
+function Run:now()
+  return step(self, "now", nil, nil, {}, function() return time.now() end)
+end
+
+function Run:random(m, n)
+  return step(self, "random", nil, digest({ m, n }), {}, function()
+    if m == nil then return math.random() end
+    return math.random(m, n)
+  end)
+end
+
+-- Branches as tasks, each with its own step scope "ID.i."; waits for all.
+local function branches(self, id, fns, limit)
+  local sem = limit and task.semaphore(limit)
+  local tasks = {}
+  for i, fn in ipairs(fns) do
+    tasks[i] = task.spawn(function()
+      if sem then sem:acquire() end
+      self.scopes[coroutine.running()] = { prefix = id .. "." .. i .. ".", n = 0 }
+      local r = fn()
+      if sem then sem:release() end
+      return r
+    end)
+  end
+  local results, failed = {}, nil
+  for i, t in ipairs(tasks) do
+    local ok, r = t:wait()
+    if ok then
+      results[i] = r
+    elseif not failed then
+      failed = self.fatal or ("branch %d failed: %s"):format(i, tostring(r))
+      for j = i + 1, #tasks do tasks[j]:cancel() end
+    end
+  end
+  if failed then error(failed, 0) end
+  return results
+end
+
+-- A step made of branches: journaled as a whole once every branch is done.
+local function composite(self, kind, fns, limit)
+  check_live(self)
+  local id = next_id(self, kind)
+  local en = journaled(self, id, kind, nil, tostring(#fns))
+  if en then return replay(self, id, en, kind, nil) end
+  local ok, results = pcall(branches, self, id, fns, limit)
+  check_live(self)
+  if not ok then error(results, 0) end
+  local text = encode(results)
+  journal(self, { step = id, kind = kind, args = tostring(#fns), status = "ok", result = text,
+                  memory = encode(self.memory) })
+  self.executed = self.executed + 1
+  return decode(text)
+end
+
+function Run:parallel(fns)
+  if type(fns) ~= "table" then error("wf:parallel: expected a list of functions", 2) end
+  for i, f in ipairs(fns) do
+    if type(f) ~= "function" then error(("wf:parallel: item %d is not a function"):format(i), 2) end
+  end
+  return composite(self, "parallel", fns)
+end
+
+function Run:map(list, fn, opts)
+  if type(list) ~= "table" then error("wf:map: expected a list", 2) end
+  if type(fn) ~= "function" then error("wf:map: expected a function(item, i)", 2) end
+  local limit = opts and opts.concurrency
+  if limit ~= nil and (math.type(limit) ~= "integer" or limit < 1) then
+    error("wf:map: concurrency must be a whole number >= 1", 2)
+  end
+  local fns = {}
+  for i, item in ipairs(list) do fns[i] = function() return fn(item, i) end end
+  return composite(self, "map", fns, limit)
+end
+
+function Run:sleep(ms)
+  if type(ms) ~= "number" or ms < 0 then error("wf:sleep: expected milliseconds >= 0", 2) end
+  check_live(self)
+  local id = next_id(self, "sleep")
+  local en = journaled(self, id, "sleep", nil, tostring(ms))
+  if en and en.status ~= "started" then
+    replay(self, id, en, "sleep")
+    return
+  end
+  local wake = en and decode(en.result).wake_at or time.now() + ms / 1000
+  local text = encode({ wake_at = wake })
+  if not en then journal(self, { step = id, kind = "sleep", args = tostring(ms), status = "started", result = text }) end
+  emit(self, { kind = "sleeping", step = id, ms = math.max(0, (wake - time.now()) * 1000) })
+  local left = wake - time.now()
+  if left > 0 then sleep(left * 1000) end
+  journal(self, { step = id, kind = "sleep", args = tostring(ms), status = "ok", result = text,
+                  memory = encode(self.memory) })
+  self.executed = self.executed + 1
+end
+
+function Run:wait_signal(name, opts)
+  if type(name) ~= "string" or name == "" then error("wf:wait_signal: expected a signal name", 2) end
+  opts = opts or {}
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
+    error("wf:wait_signal: timeout must be milliseconds > 0", 2)
+  end
+  check_live(self)
+  local id = next_id(self, "wait_signal")
+  local en = journaled(self, id, "signal", name, nil)
+  if en and en.status == "error" then
+    replay(self, id, { status = "ok", memory = en.memory }, "signal", name)
+    return nil, en.error
+  end
+  if en and en.status ~= "started" then return replay(self, id, en, "signal", name) end
+  local deadline = en and decode(en.result).deadline or opts.timeout and time.now() + opts.timeout / 1000 or nil
+  if not en then
+    journal(self, { step = id, kind = "signal", name = name, status = "started", result = encode({ deadline = deadline }) })
+  end
+  workflows.status{ status = "waiting" }
+  emit(self, { kind = "waiting", step = id, name = name })
+  while true do
+    local res, err = workflows.take_signal{ name = name, step = id, memory = encode(self.memory) }
+    if not res then fatal(self, err) end
+    self.status = res.status
+    check_live(self)
+    if res.found then
+      workflows.status{ status = "running" }
+      self.executed = self.executed + 1
+      emit(self, { kind = "signal", step = id, name = name })
+      return decode(res.payload)
+    end
+    if deadline and time.now() >= deadline then
+      journal(self, { step = id, kind = "signal", name = name, status = "error", error = "timeout",
+                      memory = encode(self.memory) })
+      workflows.status{ status = "running" }
+      emit(self, { kind = "signal_timeout", step = id, name = name })
+      return nil, "timeout"
+    end
+    sleep(POLL_MS)
+  end
+end
+
+-- ---- running ----
+
+local function new_run(def, id, input, journal_entries, started_at, on_event, agent_events)
+  return setmetatable({
+    id = id, name = def.name, input = input, memory = {}, def = def, journal = journal_entries or {},
+    scopes = setmetatable({}, { __mode = "k" }), started_at = started_at or time.now(), status = "running",
+    replayed = 0, executed = 0, on_event = on_event, agent_events = agent_events,
+  }, Run)
+end
+
+-- Runs the workflow function to its end: a report {run_id=, workflow=,
+-- status=, output= | error=, steps = {executed=, replayed=}}.
+local function execute(run)
+  local def = run.def
+  local body = task.spawn(function()
+    run.scopes[coroutine.running()] = { prefix = "", n = 0 }
+    return def.fn(run, run.input)
+  end)
+  local watcher = task.spawn(function()
+    while true do
+      sleep(WATCH_MS)
+      local res = workflows.poll{}
+      if res and res.status == "cancelled" then
+        run.fatal, run.status = run.fatal or "workflow run cancelled", "cancelled"
+        body:cancel()
+        return
+      end
+      if def.timeout and (time.now() - run.started_at) * 1000 > def.timeout then
+        run.fatal = run.fatal or ("workflow '%s' timed out after %d ms"):format(def.name, def.timeout)
+        body:cancel()
+        return
+      end
+    end
+  end)
+  local ok, output = body:wait()
+  watcher:cancel()
+  local report = { run_id = run.id, workflow = def.name, steps = { executed = run.executed, replayed = run.replayed } }
+  if ok then
+    local good, text = pcall(encode, output)
+    if not good then ok, output = false, "the workflow's output cannot be journaled: " .. text end
+    if ok then
+      local res, err = workflows.status{ status = "succeeded", output = text }
+      if not res then ok, output = false, err
+      elseif res.status == "cancelled" then ok, run.fatal = false, "workflow run cancelled" end
+    end
+    if ok then
+      report.status, report.output = "succeeded", decode(text)
+      emit(run, { kind = "finished", status = "succeeded" })
+      return report
+    end
+  end
+  local msg = run.fatal or tostring(output)
+  if run.status == "cancelled" or msg == "workflow run cancelled" then
+    report.status = "cancelled"
+  else
+    report.status = "failed"
+    workflows.status{ status = "failed", error = msg }
+  end
+  report.error = msg
+  emit(run, { kind = "finished", status = report.status, error = msg })
+  return report
+end
+
+-- ---- `moonhive run FILE` and `moonhive runs resume` ----
+
+local function short(v, n)
+  local text = type(v) == "string" and v or (pcall(json.encode, v) and json.encode(v)) or tostring(v)
+  text = text:gsub("%s+", " ")
+  if #text > n then text = text:sub(1, n - 3) .. "..." end
+  return text
+end
+
+-- An on_event that shows a run's steps on stderr.
+function M.progress()
+  return function(ev)
+    local what = ev.step and ("%s %s"):format(ev.step, ev.name and ("%s %s"):format(ev.step_kind, ev.name) or ev.step_kind)
+    local line
+    if ev.kind == "step_start" then line = "▶ " .. what
+    elseif ev.kind == "step_done" then
+      line = ev.ok and ("✓ %s (%d ms)"):format(what, math.floor(ev.ms + 0.5)) or ("✗ %s: %s"):format(what, short(ev.error, 200))
+    elseif ev.kind == "step_replayed" then line = "↺ " .. what .. " (journaled)"
+    elseif ev.kind == "retry" then
+      line = ("↻ %s: attempt %d of %d in %d ms after: %s"):format(what, ev.attempt, ev.of, ev.delay_ms, short(ev.error, 160))
+    elseif ev.kind == "waiting" then line = ("⏸ %s waiting for signal '%s'"):format(ev.step, ev.name)
+    elseif ev.kind == "signal" then line = ("✓ %s signal '%s' received"):format(ev.step, ev.name)
+    elseif ev.kind == "signal_timeout" then line = ("✗ %s signal '%s' timed out"):format(ev.step, ev.name)
+    elseif ev.kind == "sleeping" then line = ("⏸ %s sleeping %d ms"):format(ev.step, math.floor(ev.ms + 0.5))
+    elseif ev.kind == "started" then line = ("run %s started"):format(ev.run_id)
+    elseif ev.kind == "resumed" then line = ("run %s resumed (%d steps journaled)"):format(ev.run_id, ev.journaled)
+    elseif ev.kind == "finished" then line = ev.status .. (ev.error and (": " .. short(ev.error, 300)) or "")
+    end
+    if line then log.write(("[%s] %s\n"):format(ev.workflow, line)) end
+  end
+end
+
+local function parse_input(args)
+  local words, input, i = {}, nil, 1
+  while i <= #args do
+    if args[i] == "--input" then
+      if args[i + 1] == nil then error("--input needs a JSON value: --input '{\"task\": \"...\"}'", 0) end
+      local v, err = json.decode(args[i + 1])
+      if err then error("--input is not JSON: " .. err, 0) end
+      input = v
+      i = i + 2
+    else
+      words[#words + 1] = args[i]
+      i = i + 1
+    end
+  end
+  if input == nil and #words > 0 then input = table.concat(words, " ") end
+  return input
+end
+
+local function print_report(report, json_out)
+  if json_out then print(json.encode(report))
+  elseif report.status == "succeeded" then print(agentmod.input_text(report.output)) end
+end
+
+-- Starts workflow `def` (what FILE returned; source is FILE's text) with
+-- input from the command line: --input JSON, or the words joined.
+function M.main(def, json_out, path, source, ...)
+  local input = parse_input({ ... })
+  local encoded = encode(input)
+  local res, err = workflows.begin{ workflow = def.name, path = path, source = source, input = encoded }
+  if not res then error(err, 0) end
+  local on_event = not json_out and M.progress() or nil
+  local run = new_run(def, res.id, decode(encoded), {}, res.started_at, on_event,
+                      not json_out and agentmod.progress() or nil)
+  emit(run, { kind = "started", run_id = run.id })
+  local report = execute(run)
+  print_report(report, json_out)
+  if report.status ~= "succeeded" then error(("workflow run %s %s: %s"):format(run.id, report.status, report.error), 0) end
+end
+
+local function resume_one(r, json_out)
+  local chunk, lerr = load(r.source, "@" .. (r.path or r.workflow), "t")
+  if not chunk then error(("run %s: its workflow source does not load: %s"):format(r.id, lerr), 0) end
+  local def = chunk()
+  if not M.is_workflow(def) then error(("run %s: %s does not return a workflow{}"):format(r.id, r.path), 0) end
+  local a, err = workflows.attach{ id = r.id }
+  if not a then error(err, 0) end
+  local n = 0
+  for _ in pairs(a.journal) do n = n + 1 end
+  local run = new_run(def, a.id, decode(a.input), a.journal, a.started_at, not json_out and M.progress() or nil,
+                      not json_out and agentmod.progress() or nil)
+  emit(run, { kind = "resumed", run_id = run.id, journaled = n })
+  return execute(run)
+end
+
+-- Resumes run `id` (a unique prefix), or every unfinished run, each on the
+-- version of the workflow it started with, all at once.
+function M.resume_main(json_out, id)
+  local res, err = workflows.unfinished{ id = id }
+  if not res then error(err, 0) end
+  if #res.runs == 0 then
+    if json_out then print("[]") else log.write("no unfinished workflow runs\n") end
+    return
+  end
+  local tasks, reports = {}, {}
+  for i, r in ipairs(res.runs) do tasks[i] = task.spawn(resume_one, r, json_out) end
+  local failed = 0
+  for i, t in ipairs(tasks) do
+    local ok, report = t:wait()
+    if not ok then report = { run_id = res.runs[i].id, workflow = res.runs[i].workflow, status = "failed", error = report } end
+    reports[i] = report
+    if report.status ~= "succeeded" then failed = failed + 1 end
+  end
+  if id then
+    print_report(reports[1], json_out)
+    if failed > 0 then error(("workflow run %s %s: %s"):format(reports[1].run_id, reports[1].status, reports[1].error), 0) end
+    return
+  end
+  if json_out then print(json.encode(reports))
+  else
+    for _, r in ipairs(reports) do
+      print(("%s\t%s\t%s"):format(r.run_id, r.status, r.status == "succeeded" and short(r.output, 200) or r.error))
+    end
+  end
+  if failed > 0 then error(("%d of %d resumed runs did not succeed"):format(failed, #reports), 0) end
+end
+
+return setmetatable(M, { __call = function(_, def) return M.new(def) end })
