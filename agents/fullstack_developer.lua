@@ -27,8 +27,8 @@ prove it works.
 2. If the input contains a review (a VERDICT: CHANGES_REQUESTED line and findings), fix every
    blocker and major finding first, and answer each finding by its number under Review response.
 3. List the workspace, read the files you will touch.
-4. Write the code in small, complete files: input validation, error handling, no placeholders or
-   "TODO: implement". Backend and frontend must agree on the interface (paths, field names, types).
+4. Write the code in small, complete files: input validation, error handling, no placeholders
+   or stub bodies left to fill in later. Backend and frontend must agree on the interface (paths, field names, types).
 5. Write or update automated tests next to the code (for example tests/test_<module>.py using
    unittest) covering the acceptance criteria.
 6. Run the tests and the program with run_code. Read stdout, stderr and the exit code; fix and run

@@ -67,6 +67,27 @@ static inline void count_done(mh_run *run, void *ud) {
   }
 }
 
+/* A growable byte buffer, reused across requests (len = 0 empties it). */
+typedef struct bench_buf { char *data; size_t len, cap; } bench_buf;
+
+/* A libcurl write or header callback appending to the bench_buf at ud; it
+ * keeps one spare byte, so data[len] = '\0' is always in bounds. */
+static inline size_t bench_keep(char *p, size_t s, size_t n, void *ud) {
+  bench_buf *b = ud;
+  size_t add = s * n;
+  if (b->len + add + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 256;
+    while (cap < b->len + add + 1) cap *= 2;
+    char *grown = realloc(b->data, cap);
+    if (!grown) return 0;
+    b->data = grown;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, p, add);
+  b->len += add;
+  return add;
+}
+
 /* Runs measure(ud, out) in a forked child and copies its n figures back
  * (zeros if the child dies). */
 static inline void in_child(void (*measure)(void *ud, double *out), void *ud, double *out, int n) {

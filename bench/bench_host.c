@@ -154,31 +154,13 @@ static void sleepers_once(void *ud, double *out) {
 
 /* The plain client keeps what the http module hands back: the header lines
  * and the body of each response, in buffers reused across its requests. */
-typedef struct plain_buf { char *data; size_t len, cap; } plain_buf;
-
-static size_t keep(char *p, size_t s, size_t n, void *ud) {
-  plain_buf *b = ud;
-  size_t add = s * n;
-  if (b->len + add > b->cap) {
-    size_t cap = b->cap ? b->cap * 2 : 256;
-    while (cap < b->len + add) cap *= 2;
-    char *grown = realloc(b->data, cap);
-    if (!grown) return 0;
-    b->data = grown;
-    b->cap = cap;
-  }
-  memcpy(b->data + b->len, p, add);
-  b->len += add;
-  return add;
-}
-
 typedef struct plain_client {
   mh_http_transfer xfer;
   struct mh_http *http;
   int left;
   int *finished;
   const char *url;
-  plain_buf head, body;
+  bench_buf head, body;
 } plain_client;
 
 static void plain_done(mh_http_transfer *t, CURLcode rc) {
@@ -207,9 +189,9 @@ static void plain_http(mh_host *host, const char *url, int clients, int per, dou
     cs[i].xfer.done = plain_done;
     cs[i].xfer.easy = curl_easy_init();
     curl_easy_setopt(cs[i].xfer.easy, CURLOPT_URL, url);
-    curl_easy_setopt(cs[i].xfer.easy, CURLOPT_WRITEFUNCTION, keep);
+    curl_easy_setopt(cs[i].xfer.easy, CURLOPT_WRITEFUNCTION, bench_keep);
     curl_easy_setopt(cs[i].xfer.easy, CURLOPT_WRITEDATA, &cs[i].body);
-    curl_easy_setopt(cs[i].xfer.easy, CURLOPT_HEADERFUNCTION, keep);
+    curl_easy_setopt(cs[i].xfer.easy, CURLOPT_HEADERFUNCTION, bench_keep);
     curl_easy_setopt(cs[i].xfer.easy, CURLOPT_HEADERDATA, &cs[i].head);
     curl_easy_setopt(cs[i].xfer.easy, CURLOPT_NOSIGNAL, 1L);
     mh_http_start(http, &cs[i].xfer, url);

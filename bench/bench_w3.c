@@ -138,25 +138,8 @@ typedef struct plain_run {
   struct curl_slist *headers;
   int step, *finished, *failed;
   char *request;
-  char *reply;
-  size_t reply_len, reply_cap;
+  bench_buf reply;
 } plain_run;
-
-static size_t keep_reply(char *p, size_t s, size_t n, void *ud) {
-  plain_run *r = ud;
-  size_t add = s * n;
-  if (r->reply_len + add + 1 > r->reply_cap) {
-    size_t cap = r->reply_cap ? r->reply_cap * 2 : 1024;
-    while (cap < r->reply_len + add + 1) cap *= 2;
-    char *grown = realloc(r->reply, cap);
-    if (!grown) return 0;
-    r->reply = grown;
-    r->reply_cap = cap;
-  }
-  memcpy(r->reply + r->reply_len, p, add);
-  r->reply_len += add;
-  return add;
-}
 
 /* Posts step r->step with `input` as the user message. */
 static void plain_post(plain_run *r, const char *input) {
@@ -173,7 +156,7 @@ static void plain_post(plain_run *r, const char *input) {
   free(r->request);
   r->request = cJSON_PrintUnformatted(req);
   cJSON_Delete(req);
-  r->reply_len = 0;
+  r->reply.len = 0;
   curl_easy_setopt(r->xfer.easy, CURLOPT_POSTFIELDS, r->request);
   mh_http_start(r->http, &r->xfer, r->url);
 }
@@ -184,9 +167,9 @@ static void plain_done(mh_http_transfer *t, CURLcode rc) {
   curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
   const char *content = NULL;
   cJSON *reply = NULL;
-  if (rc == CURLE_OK && status == 200) {
-    r->reply[r->reply_len] = '\0';
-    reply = cJSON_ParseWithLength(r->reply, r->reply_len);
+  if (rc == CURLE_OK && status == 200 && r->reply.data) {
+    r->reply.data[r->reply.len] = '\0';
+    reply = cJSON_ParseWithLength(r->reply.data, r->reply.len);
     cJSON *choice = cJSON_GetArrayItem(cJSON_GetObjectItem(reply, "choices"), 0);
     content = cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(choice, "message"), "content"));
   }
@@ -227,8 +210,8 @@ static void run_plain(mh_host *host, const w3_config *cfg, int n, int *failed) {
     r->headers = curl_slist_append(NULL, "Content-Type: application/json");
     curl_easy_setopt(r->xfer.easy, CURLOPT_URL, url);
     curl_easy_setopt(r->xfer.easy, CURLOPT_HTTPHEADER, r->headers);
-    curl_easy_setopt(r->xfer.easy, CURLOPT_WRITEFUNCTION, keep_reply);
-    curl_easy_setopt(r->xfer.easy, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(r->xfer.easy, CURLOPT_WRITEFUNCTION, bench_keep);
+    curl_easy_setopt(r->xfer.easy, CURLOPT_WRITEDATA, &r->reply);
     curl_easy_setopt(r->xfer.easy, CURLOPT_NOSIGNAL, 1L);
     plain_post(r, first);
   }
@@ -237,7 +220,7 @@ static void run_plain(mh_host *host, const w3_config *cfg, int n, int *failed) {
     curl_easy_cleanup(runs[i].xfer.easy);
     curl_slist_free_all(runs[i].headers);
     free(runs[i].request);
-    free(runs[i].reply);
+    free(runs[i].reply.data);
   }
   free(runs);
 }

@@ -38,6 +38,12 @@ local function backend(what)
   return s
 end
 
+-- The backend for an entry that acts on the caller's own workflow run.
+local function run_backend(caller)
+  if not caller.run_id then return nil, "workflow: this script is not part of a workflow run" end
+  return backend("workflow")
+end
+
 function _M.begin(req)
   local s, err = backend("workflow")
   if not s then return nil, err end
@@ -104,8 +110,7 @@ local function status_of(s, run_id)
 end
 
 function _M.step(req, _, caller)
-  if not caller.run_id then return nil, "workflow: this script is not part of a workflow run" end
-  local s, err = backend("workflow")
+  local s, err = run_backend(caller)
   if not s then return nil, err end
   local ok, e = s.journal.put(caller.run_id, {
     step = req.step, kind = req.kind, name = req.name, args = req.args, status = req.status, result = req.result,
@@ -115,8 +120,7 @@ function _M.step(req, _, caller)
 end
 
 function _M.status(req, _, caller)
-  if not caller.run_id then return nil, "workflow: this script is not part of a workflow run" end
-  local s, err = backend("workflow")
+  local s, err = run_backend(caller)
   if not s then return nil, err end
   if not SETTABLE[req.status] then return nil, "workflow: cannot set status " .. tostring(req.status) end
   local ok, now = s.runs.set(caller.run_id, { status = req.status, output = req.output, error = req.error })
@@ -125,15 +129,13 @@ function _M.status(req, _, caller)
 end
 
 function _M.poll(_, _, caller)
-  if not caller.run_id then return nil, "workflow: this script is not part of a workflow run" end
-  local s, err = backend("workflow")
+  local s, err = run_backend(caller)
   if not s then return nil, err end
   return status_of(s, caller.run_id)
 end
 
 function _M.take_signal(req, _, caller)
-  if not caller.run_id then return nil, "workflow: this script is not part of a workflow run" end
-  local s, err = backend("workflow")
+  local s, err = run_backend(caller)
   if not s then return nil, err end
   local payload, found = s.signals.take(caller.run_id, req.name, {
     step = req.step, kind = "signal", name = req.name, status = "ok", memory = req.memory })
