@@ -4,10 +4,12 @@
  * Both create a host and one sandbox, start a single run, turn the loop until
  * it ends, and report: results (eval) on stdout, errors with their traceback
  * on stderr, exit status 0 or 1. */
+#include <errno.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 
@@ -25,7 +27,7 @@
   "  --cost-budget USD     model cost in dollars the run may spend (default: none)\n"
 
 const char mh_help_run[] =
-  "usage: moonhive run [OPTIONS] FILE.lua [ARGS...]\n"
+  "usage: moonhive run [OPTIONS] FILE.lua|FLOW.json [ARGS...]\n"
   "\n"
   "Runs FILE.lua in a sandbox. The script sees ARGS as the table `arg`\n"
   "(arg[0] is the file) and as `...`. Exit status 0 on success; on an error the\n"
@@ -36,7 +38,8 @@ const char mh_help_run[] =
   "stderr, the answer on stdout; the run is recorded (moonhive runs).\n"
   "A file that returns a workflow starts a durable run of it: --input JSON\n"
   "after the file gives its input; steps on stderr, the output on stdout\n"
-  "(moonhive runs resume continues it after a crash).\n"
+  "(moonhive runs resume continues it after a crash). A .json file is a\n"
+  "workflow graph (docs/workflows.md) and runs the same way.\n"
   "\noptions:\n"
   "  --json                an agent's or workflow's result as one JSON object on stdout\n" LIMIT_HELP;
 
@@ -53,6 +56,27 @@ static const char agent_stage[] =
   "  return require('workflow').main(value, json_out, file, source, select(5, ...))\n"
   "end\n"
   "if json_out then error('--json is for files that return an agent or a workflow', 0) end\n";
+
+/* FLOW.json: a workflow graph, built from the file's text (given as `...`
+ * with the file's name) by stdlib/workflow.lua's from_json. */
+static const char json_stage[] =
+  "local file, source = ...\n"
+  "return require('workflow').from_json(source, file)\n";
+
+static int is_json_file(const char *file) {
+  size_t n = strlen(file);
+  return n > 5 && strcmp(file + n - 5, ".json") == 0;
+}
+
+/* [-0, +1, -] The chunk that builds FLOW.json's graph, or (like
+ * mh_vm_loadfile) an error message when the file cannot be read. */
+static int load_json_stage(lua_State *L, const char *file) {
+  if (access(file, R_OK) != 0) {
+    lua_pushfstring(L, "cannot open %s: %s", file, strerror(errno));
+    return LUA_ERRFILE;
+  }
+  return mh_vm_load(L, json_stage, sizeof json_stage - 1, "=moonhive run", 0);
+}
 
 const char mh_help_eval[] =
   "usage: moonhive eval [OPTIONS] 'CODE'\n"
@@ -215,7 +239,9 @@ int mh_cmd_run(int argc, char **argv) {
   }
   lua_State *L = vm->L;
   outcome out = {0, 1, 0, 0, 0, 0, NULL, NULL};
-  if (mh_vm_loadfile(L, file, 0) != LUA_OK) {
+  int json_flow = is_json_file(file);
+  int loaded = json_flow ? load_json_stage(L, file) : mh_vm_loadfile(L, file, 0);
+  if (loaded != LUA_OK) {
     fprintf(stderr, "%s\n", lua_tostring(L, -1));
     lua_pop(L, 1);
     mh_host_close(&host);
@@ -246,8 +272,13 @@ int mh_cmd_run(int argc, char **argv) {
   out.argc = nargs;
   out.argv = argv + first + 1;
   out.file = file;
-  for (int i = 1; i <= nargs; i++) lua_pushstring(L, argv[first + i]);
-  mh_run *run = mh_run_start(vm, nargs, on_done, &out);
+  if (json_flow) {
+    lua_pushstring(L, file);
+    if (!mh_cli_push_file(L, file)) lua_pushnil(L);
+  } else {
+    for (int i = 1; i <= nargs; i++) lua_pushstring(L, argv[first + i]);
+  }
+  mh_run *run = mh_run_start(vm, json_flow ? 2 : nargs, on_done, &out);
   int code = finish(&host, vm, run, &out);
   uv_loop_close(&loop);
   return code;

@@ -20,8 +20,20 @@
 --   wf:sleep(ms)                                     durable: a resumed run sleeps the rest
 --   wf:wait_signal(name, {timeout=}) -> payload | nil, "timeout"
 --   wf:now(), wf:random([m [, n]])                   recorded, so a replay sees the same
--- opts of call and tool: retry = {attempts=, backoff_ms=, factor=,
--- max_backoff_ms=, on = {"text", ...} | function(err) -> bool}, timeout = ms.
+-- opts of call and tool: retry = {attempts=, backoff_ms= (or backoff=),
+-- factor=, max_backoff_ms=, on = {"text", ...} | function(err) -> bool},
+-- timeout = ms, compensate = function(output, err) (run if the run fails
+-- later), label = a name for progress lines.
+--
+-- Instead of run, a workflow may give steps = {id = {agent= | tool=, ...}}:
+-- a declarative graph (stdlib/workflow_graph.lua) compiled onto these same
+-- steps; workflow.from_json(text, path) builds one from a JSON file.
+--
+-- When the workflow function raises (not a cancellation, timeout or
+-- nondeterminism), the compensations of the steps that succeeded run, the
+-- latest step first (by step id), their steps journaled as "c.1", "c.2",
+-- ...; then workflow{on_error = function(wf, err)} with steps "e.1", ...;
+-- then the run fails with the error.
 --
 -- Durability by deterministic replay. Each step gets an id from its place
 -- in the code — "1", "2", ... in the workflow function, "3.2.1" for the
@@ -38,6 +50,7 @@
 
 local agentmod = require "agent"
 local toolmod = require "tool"
+local graph = require "workflow_graph"
 
 local M = {}
 local Def = {}
@@ -54,13 +67,22 @@ local function fail(msg) error({ message = "workflow: " .. msg }, 0) end
 
 -- ---- definitions ----
 
+local RETRY_FIELDS = { attempts = true, backoff_ms = true, backoff = true, factor = true, max_backoff_ms = true, on = true }
+
 local function check_retry(r, where)
   if r == nil then return end
   if type(r) ~= "table" then fail(where .. ": 'retry' must be {attempts=, backoff_ms=, factor=, on=}") end
+  for k in pairs(r) do
+    if not RETRY_FIELDS[k] then
+      fail(("%s: retry has an unknown field '%s' (fields: attempts, backoff_ms or backoff, factor, max_backoff_ms, on)")
+        :format(where, tostring(k)))
+    end
+  end
   if r.attempts ~= nil and (math.type(r.attempts) ~= "integer" or r.attempts < 1) then
     fail(where .. ": retry.attempts must be a whole number >= 1")
   end
-  for _, k in ipairs({ "backoff_ms", "factor", "max_backoff_ms" }) do
+  if r.backoff ~= nil and r.backoff_ms ~= nil then fail(where .. ": give retry.backoff_ms or retry.backoff, not both") end
+  for _, k in ipairs({ "backoff_ms", "backoff", "factor", "max_backoff_ms" }) do
     if r[k] ~= nil and (type(r[k]) ~= "number" or r[k] < 0) then fail(("%s: retry.%s must be a number >= 0"):format(where, k)) end
   end
   if r.on ~= nil and type(r.on) ~= "function" and type(r.on) ~= "table" then
@@ -72,17 +94,30 @@ local function check_timeout(t, where)
   if t ~= nil and (type(t) ~= "number" or t <= 0) then fail(where .. ": 'timeout' must be milliseconds > 0") end
 end
 
+local function emit(self, ev)
+  ev.workflow = self.name
+  if self.on_event then self.on_event(ev) end
+end
+
 local function build(def)
-  if type(def) ~= "table" then fail("expected a table {name=, run=function(wf, input) ... end}") end
+  if type(def) ~= "table" then fail("expected a table {name=, run=function(wf, input) ... end} or {name=, steps={...}}") end
   local name = def.name
   if type(name) ~= "string" or not name:match(NAME) or #name > 64 then
     fail("'name' must be letters, digits, '_' or '-' (at most 64), starting with a letter")
   end
-  if type(def.run) ~= "function" then fail(name .. ": 'run' must be a function(wf, input)") end
   check_timeout(def.timeout, name)
   check_retry(def.retry, name)
-  return setmetatable({ name = name, description = def.description, fn = def.run, timeout = def.timeout,
-                        retry = def.retry }, Def)
+  local run, on_error = def.run, def.on_error
+  if def.steps ~= nil then
+    if run ~= nil then fail(name .. ": give either 'run' (code) or 'steps' (a graph), not both") end
+    local g = graph.compile(def, { fail = fail, retry = check_retry, timeout = check_timeout, emit = emit })
+    run, on_error = g.run, g.on_error
+  elseif type(run) ~= "function" then
+    fail(name .. ": 'run' must be a function(wf, input) (or give 'steps', a graph)")
+  end
+  if on_error ~= nil and type(on_error) ~= "function" then fail(name .. ": 'on_error' must be a function(wf, err)") end
+  return setmetatable({ name = name, description = def.description, fn = run, on_error = on_error,
+                        timeout = def.timeout, retry = def.retry, graph = def.steps ~= nil }, Def)
 end
 
 function M.new(def)
@@ -93,6 +128,29 @@ function M.new(def)
 end
 
 function M.is_workflow(v) return getmetatable(v) == Def end
+
+-- A graph workflow from the text of a JSON file (path names it in errors:
+-- "flow.json:3: expected ',' or '}'"). Without "name", the file's name.
+function M.from_json(text, path)
+  path = path or "workflow.json"
+  if type(text) ~= "string" then error(path .. ": cannot read the file", 0) end
+  local ok, def, err = pcall(json.decode, text)
+  if not ok then error(("%s: %s"):format(path, tostring(def)), 0) end
+  if err then
+    local what, line = err:match("^json%.decode: (.-) at line (%d+)")
+    error(("%s:%s: %s"):format(path, line or "1", what or err), 0)
+  end
+  if type(def) ~= "table" or def.steps == nil then
+    error(path .. ': a workflow file holds one object {"name": ..., "steps": {...}}', 0)
+  end
+  if def.name == nil then
+    local base = path:match("([^/]+)%.json$")
+    if base and base:match(NAME) then def.name = base end
+  end
+  local good, w = pcall(build, def)
+  if not good then error(("%s: %s"):format(path, type(w) == "table" and w.message or tostring(w)), 0) end
+  return w
+end
 
 -- ---- journal values: JSON text, exact for integers and floats ----
 
@@ -121,11 +179,6 @@ local function describe(kind, name)
 end
 
 -- ---- the run ----
-
-local function emit(self, ev)
-  ev.workflow = self.name
-  if self.on_event then self.on_event(ev) end
-end
 
 -- Raised for what must stop the whole run (a cancellation, nondeterminism,
 -- the store failing): remembered so no retry or pcall hides it.
@@ -178,10 +231,10 @@ local function restore_memory(self, text)
   for k, v in pairs(m) do self.memory[k] = v end
 end
 
-local function replay(self, id, en, kind, name)
+local function replay(self, id, en, kind, name, label)
   self.replayed = self.replayed + 1
   restore_memory(self, en.memory)
-  emit(self, { kind = "step_replayed", step = id, step_kind = kind, name = name, ok = en.status == "ok" })
+  emit(self, { kind = "step_replayed", step = id, step_kind = kind, name = name, ok = en.status == "ok", label = label })
   if en.status == "error" then error(en.error, 0) end
   return decode(en.result)
 end
@@ -198,7 +251,7 @@ end
 -- Runs exec under opts' retry and timeout: ok, result, attempts.
 local function attempt(self, id, kind, name, opts, exec)
   local r = opts.retry or self.def.retry or {}
-  local attempts, delay = r.attempts or 1, r.backoff_ms or 200
+  local attempts, delay = r.attempts or 1, r.backoff_ms or r.backoff or 200
   local label = ("step %s %s"):format(id, describe(kind, name))
   for n = 1, attempts do
     local ok, result
@@ -209,10 +262,19 @@ local function attempt(self, id, kind, name, opts, exec)
     if self.fatal or n == attempts or not retryable(r.on, result) then return false, result, n end
     local wait = math.min(delay, r.max_backoff_ms or math.huge)
     emit(self, { kind = "retry", step = id, step_kind = kind, name = name, attempt = n + 1, of = attempts,
-                 delay_ms = wait, error = result })
+                 delay_ms = wait, error = result, label = opts.label })
     sleep(wait)
     delay = delay * (r.factor or 2)
   end
+end
+
+-- Remembers opts.compensate of a step that succeeded (run or replayed).
+local function register(self, id, kind, name, opts, output)
+  if opts.compensate and not self.compensating then
+    self.compensations[#self.compensations + 1] = { id = id, what = describe(kind, name), fn = opts.compensate,
+                                                    output = output }
+  end
+  return output
 end
 
 -- A durable step: replayed when journaled, else run, journaled, returned.
@@ -220,8 +282,8 @@ local function step(self, kind, name, args, opts, exec)
   check_live(self)
   local id = next_id(self, kind)
   local en = journaled(self, id, kind, name, args)
-  if en then return replay(self, id, en, kind, name) end
-  emit(self, { kind = "step_start", step = id, step_kind = kind, name = name })
+  if en then return register(self, id, kind, name, opts, replay(self, id, en, kind, name, opts.label)) end
+  emit(self, { kind = "step_start", step = id, step_kind = kind, name = name, label = opts.label })
   local started = time.monotonic()
   local ok, result, attempts = attempt(self, id, kind, name, opts, exec)
   check_live(self)
@@ -239,16 +301,20 @@ local function step(self, kind, name, args, opts, exec)
                   attempts = attempts })
   self.executed = self.executed + 1
   emit(self, { kind = "step_done", step = id, step_kind = kind, name = name, ok = ok, error = not ok and result or nil,
-               ms = time.monotonic() - started })
+               ms = time.monotonic() - started, label = opts.label })
   if not ok then error(result, 0) end
-  return decode(text) -- what a replay will see
+  return register(self, id, kind, name, opts, decode(text)) -- what a replay will see
 end
 
 local function opts_of(opts, what)
   if opts == nil then return {} end
-  if type(opts) ~= "table" then error(what .. ": opts must be a table {retry=, timeout=}", 3) end
+  if type(opts) ~= "table" then error(what .. ": opts must be a table {retry=, timeout=, compensate=, label=}", 3) end
   local ok, e = pcall(function() check_retry(opts.retry, what) check_timeout(opts.timeout, what) end)
   if not ok then error(type(e) == "table" and e.message or e, 3) end
+  if opts.compensate ~= nil and type(opts.compensate) ~= "function" then
+    error(what .. ": compensate must be a function(output, err)", 3)
+  end
+  if opts.label ~= nil and type(opts.label) ~= "string" then error(what .. ": label must be a string", 3) end
   return opts
 end
 
@@ -327,7 +393,13 @@ local function composite(self, kind, fns, limit)
   check_live(self)
   local id = next_id(self, kind)
   local en = journaled(self, id, kind, nil, tostring(#fns))
-  if en then return replay(self, id, en, kind, nil) end
+  if en then
+    -- The branches run again, each of their steps replayed from the journal,
+    -- so what they register (compensations) is registered again.
+    local ok, err = pcall(branches, self, id, fns, limit)
+    if not ok then error(self.fatal or err, 0) end
+    return replay(self, id, en, kind, nil)
+  end
   local ok, results = pcall(branches, self, id, fns, limit)
   check_live(self)
   if not ok then error(results, 0) end
@@ -426,8 +498,51 @@ local function new_run(def, id, input, journal_entries, started_at, on_event, ag
   return setmetatable({
     id = id, name = def.name, input = input, memory = {}, def = def, journal = journal_entries or {},
     scopes = setmetatable({}, { __mode = "k" }), started_at = started_at or time.now(), status = "running",
-    replayed = 0, executed = 0, on_event = on_event, agent_events = agent_events,
+    replayed = 0, executed = 0, on_event = on_event, agent_events = agent_events, compensations = {},
   }, Run)
+end
+
+-- Whether step id a comes before b: "3" < "3.1.2" < "10".
+local function id_before(a, b)
+  local ia, ib = a:gmatch("[^.]+"), b:gmatch("[^.]+")
+  while true do
+    local x, y = ia(), ib()
+    if x == nil or y == nil then return x == nil and y ~= nil end
+    if x ~= y then
+      local nx, ny = tonumber(x), tonumber(y)
+      if nx and ny then return nx < ny end
+      return x < y
+    end
+  end
+end
+
+-- After the workflow function raised err: the registered compensations,
+-- the latest step first, then def.on_error, each step journaled in its own
+-- scope ("c.N", "e.N"). Returns the error the run fails with.
+local function recover(run, err)
+  local notes, scope, list = {}, run.scopes[coroutine.running()], run.compensations
+  table.sort(list, function(a, b) return id_before(b.id, a.id) end)
+  run.compensating = true
+  scope.prefix, scope.n = "c.", 0
+  for _, c in ipairs(list) do
+    emit(run, { kind = "compensating", step = c.id, name = c.what })
+    local ok, e = pcall(c.fn, c.output, err)
+    if not ok then
+      if run.fatal then error(run.fatal, 0) end
+      notes[#notes + 1] = ("compensation of step %s failed: %s"):format(c.id, tostring(e))
+    end
+  end
+  if run.def.on_error then
+    scope.prefix, scope.n = "e.", 0
+    emit(run, { kind = "on_error" })
+    local ok, e = pcall(run.def.on_error, run, err)
+    if not ok then
+      if run.fatal then error(run.fatal, 0) end
+      notes[#notes + 1] = "on_error failed: " .. tostring(e)
+    end
+  end
+  if #notes == 0 then return err end
+  return err .. "; " .. table.concat(notes, "; ")
 end
 
 -- Runs the workflow function to its end: a report {run_id=, workflow=,
@@ -436,7 +551,10 @@ local function execute(run)
   local def = run.def
   local body = task.spawn(function()
     run.scopes[coroutine.running()] = { prefix = "", n = 0 }
-    return def.fn(run, run.input)
+    local ok, out = pcall(def.fn, run, run.input)
+    if ok then return out end
+    if run.fatal or (#run.compensations == 0 and not def.on_error) then error(run.fatal or out, 0) end
+    error(recover(run, tostring(out)), 0)
   end)
   local watcher = task.spawn(function()
     while true do
@@ -495,7 +613,8 @@ end
 -- An on_event that shows a run's steps on stderr.
 function M.progress()
   return function(ev)
-    local what = ev.step and ("%s %s"):format(ev.step, ev.name and ("%s %s"):format(ev.step_kind, ev.name) or ev.step_kind)
+    local what = ev.step and ("%s %s%s"):format(ev.step, ev.label and (ev.label .. ": ") or "",
+                                                ev.name and ("%s %s"):format(ev.step_kind, ev.name) or ev.step_kind)
     local line
     if ev.kind == "step_start" then line = "▶ " .. what
     elseif ev.kind == "step_done" then
@@ -507,6 +626,11 @@ function M.progress()
     elseif ev.kind == "signal" then line = ("✓ %s signal '%s' received"):format(ev.step, ev.name)
     elseif ev.kind == "signal_timeout" then line = ("✗ %s signal '%s' timed out"):format(ev.step, ev.name)
     elseif ev.kind == "sleeping" then line = ("⏸ %s sleeping %d ms"):format(ev.step, math.floor(ev.ms + 0.5))
+    elseif ev.kind == "skipped" then line = ("⤼ %s skipped (its 'when' is false)"):format(ev.step)
+    elseif ev.kind == "loop" then
+      line = ("⟲ %s goes back to %s (%d of at most %d)"):format(ev.step, ev.back_to, ev.iteration, ev.of)
+    elseif ev.kind == "compensating" then line = ("↩ compensating step %s %s"):format(ev.step, ev.name)
+    elseif ev.kind == "on_error" then line = "↩ on_error"
     elseif ev.kind == "started" then line = ("run %s started"):format(ev.run_id)
     elseif ev.kind == "resumed" then line = ("run %s resumed (%d steps journaled)"):format(ev.run_id, ev.journaled)
     elseif ev.kind == "finished" then line = ev.status .. (ev.error and (": " .. short(ev.error, 300)) or "")
@@ -554,11 +678,22 @@ function M.main(def, json_out, path, source, ...)
   if report.status ~= "succeeded" then error(("workflow run %s %s: %s"):format(run.id, report.status, report.error), 0) end
 end
 
-local function resume_one(r, json_out)
+-- The workflow a run started with, from its stored source (Lua or JSON).
+local function load_version(r)
+  if r.path and r.path:match("%.json$") then
+    local ok, def = pcall(M.from_json, r.source, r.path)
+    if not ok then error(("run %s: its workflow source does not load: %s"):format(r.id, def), 0) end
+    return def
+  end
   local chunk, lerr = load(r.source, "@" .. (r.path or r.workflow), "t")
   if not chunk then error(("run %s: its workflow source does not load: %s"):format(r.id, lerr), 0) end
   local def = chunk()
   if not M.is_workflow(def) then error(("run %s: %s does not return a workflow{}"):format(r.id, r.path), 0) end
+  return def
+end
+
+local function resume_one(r, json_out)
+  local def = load_version(r)
   local a, err = workflows.attach{ id = r.id }
   if not a then error(err, 0) end
   local n = 0
