@@ -40,90 +40,13 @@ return workflow{
 }]]
 
 describe("workflows", function()
-  local project, data, llm_srv
+  local W = dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. "../workflow_helpers.lua")(H)
+  local moonhive, start, show, counts, wait_status, run_id_of = W.moonhive, W.start, W.show, W.counts, W.wait_status,
+                                                                W.run_id_of
+  local function write_wf(name, src) return W.write(name .. ".lua", src) end
 
-  local function env(extra)
-    local e = { MOONHIVE_DATA = data, MOONHIVE_MODEL = "openai/x", OPENAI_API_KEY = "sk-test-wf",
-                OPENAI_BASE_URL = llm_srv.url("/v1"), ANTHROPIC_API_KEY = false }
-    for k, v in pairs(extra or {}) do e[k] = v end
-    return e
-  end
-
-  local function moonhive(args, extra) return H.moonhive(args, { cwd = project, env = env(extra) }) end
-
-  local function write_wf(name, src)
-    H.write(project .. "/" .. name .. ".lua", src)
-    return name .. ".lua"
-  end
-
-  -- Starts `moonhive ARGS` in the background: :kill(), :wait() -> {code, signal, stdout, stderr}.
-  local function start(args)
-    local out, err, res = {}, {}, {}
-    local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
-    local vars, e = uv.os_environ(), {}
-    for k, v in pairs(env()) do vars[k] = v or nil end
-    for k, v in pairs(vars) do e[#e + 1] = k .. "=" .. v end
-    local handle = assert(uv.spawn(H.bin, { args = args, cwd = project, env = e, stdio = { nil, stdout, stderr } },
-                                   function(code, sig) res.code, res.signal = code, sig end))
-    local open = 2
-    local function reader(pipe, acc)
-      pipe:read_start(function(_, chunk)
-        if chunk then acc[#acc + 1] = chunk else pipe:close() open = open - 1 end
-      end)
-    end
-    reader(stdout, out)
-    reader(stderr, err)
-    local p = {}
-    function p.stderr() return table.concat(err) end
-    function p.kill() if res.code == nil then handle:kill("sigkill") end end
-    function p.wait()
-      H.wait_until(function() return res.code ~= nil and open == 0 end, 30000)
-      if not handle:is_closing() then handle:close() end
-      H.flush()
-      res.stdout, res.stderr = table.concat(out), table.concat(err)
-      return res
-    end
-    return p
-  end
-
-  local function run_id_of(text) return text:match("run (%x+%-%x+) started") end
-
-  local function show(id)
-    return cjson.decode(H.ok(moonhive({ "runs", "show", id, "--json" })))
-  end
-
-  -- Requests the mock model received for prompts "step KEY of TAG": {KEY = n}.
-  local function counts(tag)
-    local body = H.ok(moonhive({ "eval", ("return assert(http.get(%q)).body"):format(llm_srv.url("/_requests")) }))
-    local n = {}
-    for _, r in ipairs(cjson.decode(body)) do
-      local msgs = type(r.body) == "table" and r.body.messages or {}
-      for _, m in ipairs(msgs) do
-        local key = m.role == "user" and type(m.content) == "string" and m.content:match("^step (%S+) of " .. H.lit(tag) .. " ")
-        if key then n[key] = (n[key] or 0) + 1 end
-      end
-    end
-    return n
-  end
-
-  local function wait_status(id, status)
-    return H.wait_until(function()
-      local r = moonhive({ "runs", "show", id, "--json" })
-      return r.code == 0 and cjson.decode(r.stdout).status == status
-    end, 10000)
-  end
-
-  lazy_setup(function()
-    project = H.tmpdir()
-    data = project .. "/.moonhive"
-    uv.fs_mkdir(project .. "/agents", 448)
-    H.write(project .. "/agents/worker.lua", 'return agent{name = "worker", system = "You work."}')
-    llm_srv = H.start_mockllm()
-  end)
-  lazy_teardown(function()
-    llm_srv.stop()
-    H.cleanup()
-  end)
+  lazy_setup(W.setup)
+  lazy_teardown(W.teardown)
 
   it("runs a workflow: steps on stderr, the output on stdout, the journal in runs show", function()
     local file = write_wf("crashy", CRASHY)
