@@ -221,15 +221,17 @@ function Parser:primary()
   fail(tok.col, "expected a value, found " .. show(tok))
 end
 
+-- A prefix operator: the token at hand, then operand(self) -> {op = node_op, a=}.
+local function prefixed(self, node_op, operand)
+  local tok = self:next()
+  self:enter(tok.col)
+  local a = operand(self)
+  self.depth = self.depth - 1
+  return { op = node_op, a = a, col = tok.col }
+end
+
 function Parser:unary()
-  local tok = self:peek()
-  if self:is("-") then
-    self:next()
-    self:enter(tok.col)
-    local operand = self:unary()
-    self.depth = self.depth - 1
-    return { op = "neg", a = operand, col = tok.col }
-  end
+  if self:is("-") then return prefixed(self, "neg", Parser.unary) end
   return self:primary()
 end
 
@@ -250,14 +252,7 @@ end
 
 -- not binds looser than a comparison: not a contains b is not (a contains b)
 function Parser:negation()
-  local tok = self:peek()
-  if self:is("not") then
-    self:next()
-    self:enter(tok.col)
-    local operand = self:negation()
-    self.depth = self.depth - 1
-    return { op = "not", a = operand, col = tok.col }
-  end
+  if self:is("not") then return prefixed(self, "not", Parser.negation) end
   return self:comparison()
 end
 

@@ -7,6 +7,7 @@
 --   lazy_setup(W.setup)  lazy_teardown(W.teardown)
 local cjson = require "cjson"
 local uv = require "luv"
+local assert = require "luassert" -- busted's assert, which specs see as a global
 
 return function(H)
   local W = {}
@@ -100,6 +101,62 @@ return function(H)
       local r = W.moonhive({ "runs", "show", id, "--json" })
       return r.code == 0 and cjson.decode(r.stdout).status == status
     end, 10000)
+  end
+
+  -- Starts FILE o.trials times with --input {"tag": TAG}, SIGKILLs each run
+  -- at a random instant of [0, o.max_ms] ms and resumes what was killed
+  -- mid-way, checking: the output is o.output; each of o.keys (prompts "step
+  -- KEY of TAG") that was journaled before the kill is never executed again
+  -- (o.key_of(result) names the key of a journaled call), every other one
+  -- is executed once on resume; o.check(counts), if given, holds for every
+  -- trial. Returns how many trials killed a run mid-way.
+  function W.kill_trials(file, o)
+    math.randomseed(os.time())
+    local crashed = 0
+    for trial = 1, o.trials do
+      local tag = "t" .. trial .. "-" .. math.random(1e6)
+      local p = W.start({ "run", file, "--input", ('{"tag": "%s"}'):format(tag) })
+      local delay = math.random(0, o.max_ms)
+      local timer = uv.new_timer()
+      timer:start(delay, 0, function() p.kill() end)
+      local res = p.wait()
+      timer:close()
+      H.flush()
+      local id = W.run_id_of(res.stderr)
+      local before = W.counts(tag)
+      if not id then
+        -- killed before the run was created: nothing may have run
+        assert.same({}, before, "trial " .. trial)
+      else
+        local run = W.show(id)
+        if run.status == "succeeded" then
+          assert.same(o.output, run.output)
+        else
+          crashed = crashed + 1
+          local journaled = {}
+          for _, st in ipairs(run.steps or {}) do
+            if st.kind == "call" and st.status == "ok" then journaled[o.key_of(cjson.decode(st.result))] = true end
+          end
+          local r = W.moonhive({ "runs", "resume", id, "--json" })
+          assert.equals(0, r.code, "trial " .. trial .. " (killed at " .. delay .. " ms)\n" .. H.show(r))
+          assert.same(o.output, cjson.decode(r.stdout).output)
+          local after = W.counts(tag)
+          for _, key in ipairs(o.keys) do
+            local msg = ("trial %d, step %s, killed at %d ms"):format(trial, key, delay)
+            if journaled[key] then
+              assert.equals(1, after[key], msg .. ": journaled, so never executed again")
+            else
+              assert.equals(1, (after[key] or 0) - (before[key] or 0), msg .. ": executed once on resume")
+            end
+          end
+          assert.equals("succeeded", W.show(id).status)
+        end
+        local total = W.counts(tag)
+        for _, key in ipairs(o.keys) do assert.is_true((total[key] or 0) >= 1, key) end
+        if o.check then o.check(total) end
+      end
+    end
+    return crashed
   end
 
   return W

@@ -7,7 +7,6 @@
 -- JSON graph run with `runs resume` re-running nothing journaled.
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. "../helpers.lua")
 local cjson = require "cjson"
-local uv = require "luv"
 
 -- A graph with a parallel round, a loop (draft/review three times), a
 -- skipped step and delays so a kill lands anywhere; every prompt is
@@ -332,50 +331,9 @@ return workflow{
 
   it("survives SIGKILL at 10 random points of a JSON graph: nothing journaled runs again", function()
     local file = W.write("crashgraph.json", CRASH_JSON)
-    math.randomseed(os.time())
-    local crashed = 0
-    for trial = 1, 10 do
-      local tag = "g" .. trial .. "-" .. math.random(1e6)
-      local p = W.start({ "run", file, "--input", ('{"tag": "%s"}'):format(tag) })
-      local delay = math.random(0, 600)
-      local timer = uv.new_timer()
-      timer:start(delay, 0, function() p.kill() end)
-      local res = p.wait()
-      timer:close()
-      H.flush()
-      local id = run_id_of(res.stderr)
-      local before = counts(tag)
-      if not id then
-        assert.same({}, before, "trial " .. trial)
-      else
-        local run = show(id)
-        if run.status == "succeeded" then
-          assert.equals(CRASH_OUT, run.output)
-        else
-          crashed = crashed + 1
-          local journaled = {}
-          for _, st in ipairs(run.steps or {}) do
-            if st.kind == "call" and st.status == "ok" then journaled[REPLY_KEY[cjson.decode(st.result)]] = true end
-          end
-          local r = moonhive({ "runs", "resume", id, "--json" })
-          assert.equals(0, r.code, "trial " .. trial .. " (killed at " .. delay .. " ms)\n" .. H.show(r))
-          assert.equals(CRASH_OUT, cjson.decode(r.stdout).output)
-          local after = counts(tag)
-          for _, key in ipairs(CRASH_KEYS) do
-            local msg = ("trial %d, step %s, killed at %d ms"):format(trial, key, delay)
-            if journaled[key] then
-              assert.equals(1, after[key], msg .. ": journaled, so never executed again")
-            else
-              assert.equals(1, (after[key] or 0) - (before[key] or 0), msg .. ": executed once on resume")
-            end
-          end
-          assert.equals("succeeded", show(id).status)
-        end
-        local total = counts(tag)
-        for _, key in ipairs(CRASH_KEYS) do assert.is_true((total[key] or 0) >= 1, key) end
-        assert.is_nil(total.extra)
-      end
-    end
+    local crashed = W.kill_trials(file, { trials = 10, max_ms = 600, output = CRASH_OUT, keys = CRASH_KEYS,
+                                          key_of = function(result) return REPLY_KEY[result] end,
+                                          check = function(n) assert.is_nil(n.extra, "a skipped step ran") end })
     assert.is_true(crashed >= 3, "only " .. crashed .. " of 10 trials killed a run mid-way")
   end)
 end)

@@ -68,49 +68,8 @@ describe("workflows", function()
 
   it("survives SIGKILL at 20 random points: nothing journaled is lost or executed twice", function()
     local file = write_wf("crashy", CRASHY)
-    math.randomseed(os.time())
-    local crashed = 0
-    for trial = 1, 20 do
-      local tag = "t" .. trial .. "-" .. math.random(1e6)
-      local p = start({ "run", file, "--input", ('{"tag": "%s"}'):format(tag) })
-      local delay = math.random(0, 700)
-      local timer = uv.new_timer()
-      timer:start(delay, 0, function() p.kill() end)
-      local res = p.wait()
-      timer:close()
-      H.flush()
-      local id = run_id_of(res.stderr)
-      local before = counts(tag)
-      if not id then
-        -- killed before the run was created: nothing may have run
-        assert.same({}, before, "trial " .. trial)
-      else
-        local run = show(id)
-        if run.status == "succeeded" then
-          assert.equals(CRASHY_OUT, run.output)
-        else
-          crashed = crashed + 1
-          local journaled = {}
-          for _, st in ipairs(run.steps or {}) do
-            if st.kind == "call" and st.status == "ok" then journaled[cjson.decode(st.result):sub(2)] = true end
-          end
-          local r = moonhive({ "runs", "resume", id, "--json" })
-          assert.equals(0, r.code, "trial " .. trial .. " (killed at " .. delay .. " ms)\n" .. H.show(r))
-          assert.equals(CRASHY_OUT, cjson.decode(r.stdout).output)
-          local after = counts(tag)
-          for _, key in ipairs(CRASHY_KEYS) do
-            local msg = ("trial %d, step %s, killed at %d ms"):format(trial, key, delay)
-            if journaled[key] then
-              assert.equals(1, after[key], msg .. ": journaled, so never executed again")
-            else
-              assert.is_true((after[key] or 0) - (before[key] or 0) == 1, msg .. ": executed once on resume")
-            end
-          end
-          assert.equals("succeeded", show(id).status)
-        end
-        for _, key in ipairs(CRASHY_KEYS) do assert.is_true((counts(tag)[key] or 0) >= 1, key) end
-      end
-    end
+    local crashed = W.kill_trials(file, { trials = 20, max_ms = 700, output = CRASHY_OUT, keys = CRASHY_KEYS,
+                                          key_of = function(result) return result:sub(2) end })
     assert.is_true(crashed >= 5, "only " .. crashed .. " of 20 trials killed a run mid-way")
   end)
 
