@@ -256,23 +256,19 @@ function Parser:negation()
   return self:comparison()
 end
 
-function Parser:conjunction()
-  local a = self:negation()
-  while self:is("and") do
+-- A left-associative chain of op ("and", "or") over operand(self).
+local function chain(self, op, operand)
+  local a = operand(self)
+  while self:is(op) do
     local tok = self:next()
-    a = { op = "and", a = a, b = self:negation(), col = tok.col }
+    a = { op = op, a = a, b = operand(self), col = tok.col }
   end
   return a
 end
 
-function parse_expr(self)
-  local a = self:conjunction()
-  while self:is("or") do
-    local tok = self:next()
-    a = { op = "or", a = a, b = self:conjunction(), col = tok.col }
-  end
-  return a
-end
+function Parser:conjunction() return chain(self, "and", Parser.negation) end
+
+function parse_expr(self) return chain(self, "or", Parser.conjunction) end
 
 -- The paths an expression reads: {{root=, first=, col=}, ...} (first: the
 -- first key when it is a plain name, else nil).
@@ -363,7 +359,9 @@ local CALLS = {
   end,
   lower = function(node, s) return need_string(s, node, "lower"):lower() end,
   upper = function(node, s) return need_string(s, node, "upper"):upper() end,
-  starts_with = function(node, s, p) return sub(need_string(s, node, "starts_with"), 1, #need_string(p, node, "starts_with")) == p end,
+  starts_with = function(node, s, p)
+    return sub(need_string(s, node, "starts_with"), 1, #need_string(p, node, "starts_with")) == p
+  end,
   ends_with = function(node, s, p)
     need_string(s, node, "ends_with")
     return #need_string(p, node, "ends_with") == 0 or sub(s, -#p) == p

@@ -67,7 +67,8 @@ local function fail(msg) error({ message = "workflow: " .. msg }, 0) end
 
 -- ---- definitions ----
 
-local RETRY_FIELDS = { attempts = true, backoff_ms = true, backoff = true, factor = true, max_backoff_ms = true, on = true }
+local RETRY_FIELDS = { attempts = true, backoff_ms = true, backoff = true, factor = true, max_backoff_ms = true,
+                       on = true }
 
 local function check_retry(r, where)
   if r == nil then return end
@@ -100,7 +101,9 @@ local function emit(self, ev)
 end
 
 local function build(def)
-  if type(def) ~= "table" then fail("expected a table {name=, run=function(wf, input) ... end} or {name=, steps={...}}") end
+  if type(def) ~= "table" then
+    fail("expected a table {name=, run=function(wf, input) ... end} or {name=, steps={...}}")
+  end
   local name = def.name
   if type(name) ~= "string" or not name:match(NAME) or #name > 64 then
     fail("'name' must be letters, digits, '_' or '-' (at most 64), starting with a letter")

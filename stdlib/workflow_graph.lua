@@ -202,7 +202,8 @@ end
 local function handlers_of(def, bad_at)
   local h = {}
   if type(def.on_error) == "string" then h[def.on_error] = "the workflow's on_error" end
-  for id, s in pairs(def.steps) do
+  for _, id in ipairs(sorted_keys(def.steps)) do
+    local s = def.steps[id]
     if type(s) == "table" then
       for _, f in ipairs({ "on_error", "compensate" }) do
         local target = s[f]
@@ -230,11 +231,13 @@ local function check_step(g, id, s, bad_at, check)
       bad(("is %s, so it runs only when called for and cannot have '%s'"):format(handler, k))
     end
   end
-  local step = { id = id, handler = handler and true or nil }
+  local step = { id = id }
   if s.agent ~= nil and s.tool ~= nil then bad("has both agent= and tool=; give one") end
   if s.agent ~= nil then
     if type(s.agent) == "string" then
-      if not s.agent:match(AGENT_NAME) then bad(("agent '%s' is not an agent name (agents/NAME.lua)"):format(s.agent)) end
+      if not s.agent:match(AGENT_NAME) then
+        bad(("agent '%s' is not an agent name (agents/NAME.lua)"):format(s.agent))
+      end
     elseif not agentmod.is_agent(s.agent) then
       bad("agent must be an agent's name (agents/NAME.lua) or an agent{}")
     end
@@ -269,10 +272,12 @@ local function check_step(g, id, s, bad_at, check)
       if not LOOP_FIELDS[k] then bad(("loop: unknown field '%s' (fields: back_to, max, when)"):format(tostring(k))) end
     end
     if type(l.back_to) ~= "string" or g.defs[l.back_to] == nil then
-      bad(("loop.back_to must name a step (%s is not one)"):format(l.back_to == nil and "nothing" or "'" .. tostring(l.back_to) .. "'"))
+      local what = l.back_to == nil and "nothing" or "'" .. tostring(l.back_to) .. "'"
+      bad(("loop.back_to must name a step (%s is not one)"):format(what))
     end
     if math.type(l.max) ~= "integer" or l.max < 1 then bad("loop.max must be a whole number >= 1") end
-    step.loop = { back_to = l.back_to, max = l.max, when = l.when ~= nil and condition(l.when, g.defs, where("loop.when")) or nil }
+    step.loop = { back_to = l.back_to, max = l.max }
+    if l.when ~= nil then step.loop.when = condition(l.when, g.defs, where("loop.when")) end
   end
   return step
 end
@@ -286,8 +291,8 @@ function M.compile(def, check)
   local bad_at = function(id, msg) bad_top("step '" .. id .. "'", msg) end
   for k in pairs(def) do
     if not TOP_FIELDS[k] then
-      bad_top(nil, ("unknown field '%s' in a graph workflow (fields: name, description, timeout, retry, steps, output, on_error)")
-        :format(tostring(k)))
+      bad_top(nil, ("unknown field '%s' in a graph workflow (fields: name, description, timeout, retry, steps, "
+                    .. "output, on_error)"):format(tostring(k)))
     end
   end
   if type(def.steps) ~= "table" then bad_top(nil, "'steps' must be a table {id = {agent= or tool=, ...}, ...}") end
@@ -317,7 +322,9 @@ function M.compile(def, check)
     end
   end
   local cycle = find_cycle(g.order, after)
-  if cycle then bad_top(nil, ("the steps' 'after' make a cycle: %s (to repeat steps, use loop = {back_to=, max=})"):format(cycle)) end
+  if cycle then
+    bad_top(nil, ("the steps' 'after' make a cycle: %s (to repeat steps, use loop = {back_to=, max=})"):format(cycle))
+  end
   -- loops: back_to must be the step or one it runs after; the body is back_to and every step after it
   for _, id in ipairs(g.order) do
     local l = g.steps[id].loop
@@ -402,7 +409,8 @@ local function run_step(g, wf, s, input, env)
     error = out, target = { id = s.id, input = input, error = out } }))
   if good then return { status = "failed", error = out, output = handled } end
   if wf.fatal then error(wf.fatal, 0) end
-  return { status = "error", error = ("%s (and its on_error step '%s' failed: %s)"):format(out, s.on_error, tostring(handled)) }
+  local msg = ("%s (and its on_error step '%s' failed: %s)"):format(out, s.on_error, tostring(handled))
+  return { status = "error", error = msg }
 end
 
 local function ready(g, state)
