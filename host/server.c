@@ -410,6 +410,10 @@ static void respond_error(mh_conn *c, int status, const char *message) {
   mh_membuf_free(&esc);
   c->keep_alive = 0;
   if (!c->started_ns) c->started_ns = uv_hrtime();
+  if (!c->method[0] && c->url.len)
+    snprintf(c->method, sizeof c->method, "%s", http_method_str(c->parser.method));
+  if (!c->path[0] && c->url.len)
+    snprintf(c->path, sizeof c->path, "%.*s", (int)(c->url.len > LOG_PATH_MAX ? LOG_PATH_MAX : c->url.len), c->url.data);
   respond_with(c, status, "Content-Type: application/json\r\n", 32, body, (size_t)n);
   c->close_when_flushed = 1;
   request_finished(c);
@@ -469,6 +473,7 @@ static int on_message_begin(http_parser *p) {
   c->limit_status = 0;
   c->status = 0;
   c->sent = 0;
+  c->method[0] = c->path[0] = '\0';
   c->started_ns = uv_hrtime();
   c->phase = PHASE_HEAD;
   arm(c, c->s->limits.head_timeout_ms); /* the whole head, however slowly it trickles */
