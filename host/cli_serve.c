@@ -27,7 +27,7 @@ const char mh_help_serve[] =
 typedef struct serve_state {
   uv_signal_t term, intr;
   mh_server *server;
-  int stopped;
+  int stopping, stopped;
 } serve_state;
 
 static void closed(void *ud) {
@@ -35,12 +35,14 @@ static void closed(void *ud) {
   st->stopped = 1;
 }
 
+/* The first SIGTERM or SIGINT starts the shutdown; later ones change nothing
+ * (the grace period bounds it). */
 static void on_signal(uv_signal_t *h, int signum) {
   serve_state *st = h->data;
-  fprintf(stderr, "{\"level\":\"info\",\"event\":\"shutdown\",\"signal\":\"%s\"}\n",
-          signum == SIGTERM ? "SIGTERM" : "SIGINT");
-  uv_close((uv_handle_t *)&st->term, NULL);
-  uv_close((uv_handle_t *)&st->intr, NULL);
+  fprintf(stderr, "{\"level\":\"info\",\"event\":\"%s\",\"signal\":\"%s\"}\n",
+          st->stopping ? "shutdown already under way" : "shutdown", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+  if (st->stopping) return;
+  st->stopping = 1;
   mh_server_shutdown(st->server, closed, st);
 }
 
@@ -107,6 +109,9 @@ int mh_cmd_serve(int argc, char **argv) {
     uv_signal_start(&st.term, on_signal, SIGTERM);
     uv_signal_start(&st.intr, on_signal, SIGINT);
     while (!st.stopped) uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&st.term, NULL);
+    uv_close((uv_handle_t *)&st.intr, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
   }
   mh_server_free(st.server);
   mh_host_close(&host);
