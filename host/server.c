@@ -464,6 +464,13 @@ static int head_grew(mh_conn *c, size_t n) {
   return 0;
 }
 
+/* NUL bytes would cut the "name\0value\0" pairs short: refused (400). */
+static int has_nul(mh_conn *c, const char *at, size_t len) {
+  if (memchr(at, '\0', len) == NULL) return 0;
+  c->limit_status = 400;
+  return 1;
+}
+
 static int on_message_begin(http_parser *p) {
   mh_conn *c = conn_of(p);
   c->url.len = c->headers.len = c->body.len = 0;
@@ -482,13 +489,13 @@ static int on_message_begin(http_parser *p) {
 
 static int on_url(http_parser *p, const char *at, size_t len) {
   mh_conn *c = conn_of(p);
-  if (head_grew(c, len) != 0) return -1;
+  if (head_grew(c, len) != 0 || has_nul(c, at, len)) return -1;
   return mh_membuf_append(&c->url, at, len);
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t len) {
   mh_conn *c = conn_of(p);
-  if (head_grew(c, len + 4) != 0) return -1;
+  if (head_grew(c, len + 4) != 0 || has_nul(c, at, len)) return -1;
   if (c->header_state != 1) {
     if (c->header_state == 2 && mh_membuf_append(&c->headers, "", 1) != 0) return -1; /* ends the value */
     if (++c->nheaders > c->s->limits.max_headers) {
@@ -506,7 +513,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
 
 static int on_header_value(http_parser *p, const char *at, size_t len) {
   mh_conn *c = conn_of(p);
-  if (head_grew(c, len) != 0) return -1;
+  if (head_grew(c, len) != 0 || has_nul(c, at, len)) return -1;
   if (c->header_state != 2) {
     if (mh_membuf_append(&c->headers, "", 1) != 0) return -1; /* ends the name */
     c->header_state = 2;
@@ -642,6 +649,7 @@ static void feed(mh_conn *c, const char *data, size_t len) {
   }
   if (c->limit_status == 413) respond_error(c, 413, "the request body is larger than the server accepts");
   else if (c->limit_status == 431) respond_error(c, 431, "the request head (headers) is larger than the server accepts");
+  else if (c->limit_status == 400) respond_error(c, 400, "malformed HTTP request: a NUL byte in the head");
   else if (e == HPE_CB_url || e == HPE_CB_header_field || e == HPE_CB_header_value || e == HPE_CB_body ||
            e == HPE_CB_headers_complete)
     respond_error(c, 500, "out of memory");

@@ -292,10 +292,17 @@ static void test_malformed_requests(void **state) {
     free(r);
     close(fd);
   }
-  int fd = dial(&s); /* the server is still fine */
-  sends(fd, GET_HEALTH);
+  static const char nul[] = "GET /health HTTP/1.1\r\nX-A: o \0cH\r\n\r\n"; /* a NUL inside a value (found by fuzzing) */
+  int fd = dial(&s);
+  send_all(fd, nul, sizeof nul - 1);
   int closed;
   char *r = read_responses(fd, 1, &closed);
+  assert_non_null(strstr(r, "HTTP/1.1 400 Bad Request\r\n"));
+  free(r);
+  close(fd);
+  fd = dial(&s); /* the server is still fine */
+  sends(fd, GET_HEALTH);
+  r = read_responses(fd, 1, &closed);
   assert_non_null(strstr(r, "HTTP/1.1 200 OK"));
   free(r);
   close(fd);
