@@ -412,8 +412,11 @@ static void respond_error(mh_conn *c, int status, const char *message) {
   if (!c->started_ns) c->started_ns = uv_hrtime();
   if (!c->method[0] && c->url.len)
     snprintf(c->method, sizeof c->method, "%s", http_method_str(c->parser.method));
-  if (!c->path[0] && c->url.len)
-    snprintf(c->path, sizeof c->path, "%.*s", (int)(c->url.len > LOG_PATH_MAX ? LOG_PATH_MAX : c->url.len), c->url.data);
+  if (!c->path[0] && c->url.len) { /* without the query, which may carry tokens */
+    const char *q = memchr(c->url.data, '?', c->url.len);
+    size_t n = q ? (size_t)(q - c->url.data) : c->url.len;
+    snprintf(c->path, sizeof c->path, "%.*s", (int)(n > LOG_PATH_MAX ? LOG_PATH_MAX : n), c->url.data);
+  }
   respond_with(c, status, "Content-Type: application/json\r\n", 32, body, (size_t)n);
   c->close_when_flushed = 1;
   request_finished(c);
