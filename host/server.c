@@ -414,8 +414,8 @@ static void respond_error(mh_conn *c, int status, const char *message) {
     snprintf(c->method, sizeof c->method, "%s", http_method_str(c->parser.method));
   if (!c->path[0] && c->url.len) { /* without the query, which may carry tokens */
     const char *q = memchr(c->url.data, '?', c->url.len);
-    size_t n = q ? (size_t)(q - c->url.data) : c->url.len;
-    snprintf(c->path, sizeof c->path, "%.*s", (int)(n > LOG_PATH_MAX ? LOG_PATH_MAX : n), c->url.data);
+    size_t plen = q ? (size_t)(q - c->url.data) : c->url.len;
+    snprintf(c->path, sizeof c->path, "%.*s", (int)(plen > LOG_PATH_MAX ? LOG_PATH_MAX : plen), c->url.data);
   }
   respond_with(c, status, "Content-Type: application/json\r\n", 32, body, (size_t)n);
   c->close_when_flushed = 1;
