@@ -33,8 +33,26 @@ router:add("GET", "/metrics", function()
   return 200, { ["Content-Type"] = "text/plain; version=0.0.4" }, metrics.render()
 end)
 
--- The routes, for modules that add more (and for tests).
+-- The routes, for modules that add more.
 _M.router = router
+
+local function unescape(s)
+  s = s:gsub("+", " ")
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+-- The request's query string as a table (the first value of a repeated name).
+function _M.query(req)
+  local q = {}
+  for pair in (req.query or ""):gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    k = unescape(k)
+    if k ~= "" and q[k] == nil then q[k] = unescape(v) end
+  end
+  return q
+end
+
+require("moonhive.service.runs_api").register(_M)
 
 function _M.handle(req, res)
   local t0 = time.monotonic()
