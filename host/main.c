@@ -19,6 +19,7 @@ static const char usage[] =
   "  runs [list|show|resume|cancel|signal]  recorded runs; resume, cancel or signal a workflow\n"
   "  test [PATHS...]          run the project's busted specs with a scripted mock model\n"
   "  serve [--host IP] [--port N]  the HTTP service: API, metrics, dashboard\n"
+  "  keys [create|list|revoke]  API keys for the service\n"
   "  version                  print the version\n"
   "  help [COMMAND]           this text, or a command's own help\n"
   "\n"
@@ -42,6 +43,7 @@ static const struct {
   {"runs", mh_cmd_runs, mh_help_runs},
   {"test", mh_cmd_test, mh_help_test},
   {"serve", mh_cmd_serve, mh_help_serve},
+  {"keys", mh_cmd_keys, mh_help_keys},
   {"version", NULL, help_version},
   {"help", NULL, help_help},
 };

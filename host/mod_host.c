@@ -5,7 +5,8 @@
  *                       -- OPENAI_BASE_URL, ANTHROPIC_BASE_URL,
  *                       -- MOONHIVE_LLM_CONCURRENCY, MOONHIVE_HTTP_ALLOW,
  *                       -- MOONHIVE_MOCK_SCRIPT, MOONHIVE_MOCK_LOG, MOONHIVE_STORE,
- *                       -- MOONHIVE_DURABILITY), or nil
+ *                       -- MOONHIVE_DURABILITY, MOONHIVE_RATE_LIMIT,
+ *                       -- MOONHIVE_RATE_BURST), or nil
  *   host.has_key(name)  -- "openai" | "anthropic": is a key configured?
  *   host.data_dir()     -- the data directory
  *   host.version()      -- moonhive's version ("0.1.0")
@@ -26,7 +27,7 @@
 static const char *const readable[] = {"MOONHIVE_MODEL", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL",
                                        "MOONHIVE_LLM_CONCURRENCY", "MOONHIVE_HTTP_ALLOW",
                                        "MOONHIVE_MOCK_SCRIPT", "MOONHIVE_MOCK_LOG", "MOONHIVE_STORE",
-                                       "MOONHIVE_DURABILITY", NULL};
+                                       "MOONHIVE_DURABILITY", "MOONHIVE_RATE_LIMIT", "MOONHIVE_RATE_BURST", NULL};
 
 static int host_env(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);

@@ -15,14 +15,17 @@ local function split(path)
   return parts
 end
 
--- Adds a route: method ("GET"), pattern, handler(req, res, params).
-function _M:add(method, pattern, handler)
+-- Adds a route: method ("GET"), pattern, handler(req, res, params) and the
+-- role a caller needs: "public" (no credentials), "viewer", "operator" or
+-- "admin"; by default viewer for GET, operator for anything else.
+function _M:add(method, pattern, handler, role)
   local segs = {}
   for i, seg in ipairs(split(pattern)) do
     local name = seg:match("^{([%w_]+)}$")
     segs[i] = name and { param = name } or { text = seg }
   end
-  self.routes[#self.routes + 1] = { method = method, pattern = pattern, segs = segs, handler = handler }
+  role = role or (method == "GET" and "viewer" or "operator")
+  self.routes[#self.routes + 1] = { method = method, pattern = pattern, segs = segs, handler = handler, role = role }
 end
 
 local function decode(seg)

@@ -3,6 +3,9 @@
 --   GET /v1/runs/{id}            one run: input, output, events, (workflows) steps
 --   GET /v1/runs/{id}/events     its events as Server-Sent Events, live until
 --                                the run ends; resumable with Last-Event-ID
+--   POST /v1/runs/{id}/cancel    cancels an unfinished workflow run
+--   POST /v1/runs/{id}/signals/{name}   sends a signal (body: its JSON payload)
+--                                to a workflow run waiting in wf:wait_signal
 -- Runs live in the store, so runs started by any process (the CLI, another
 -- worker) can be followed here.
 
@@ -18,9 +21,32 @@ local HEARTBEAT_MS = 15000   -- a comment line keeps proxies from closing a quie
 local BATCH = 500
 local RETRY_MS = 2000        -- how long an EventSource waits before it reconnects
 
+-- 404 for an unknown run, 409 for one in the wrong state.
+local function refused(svc, err)
+  return svc.error(tostring(err):match("^no run") and 404 or 409, err)
+end
+
 -- Registers the routes on svc (moonhive.service).
 function _M.register(svc)
   local router = svc.router
+
+  router:add("POST", "/v1/runs/{id}/cancel", function(_, _, p)
+    local id, err = workflows.cancel(p.id)
+    if not id then return refused(svc, err) end
+    return svc.json(200, { id = id, status = "cancelled" })
+  end)
+
+  router:add("POST", "/v1/runs/{id}/signals/{name}", function(req, _, p)
+    local payload
+    if req.body ~= "" then
+      local ok = pcall(cjson.decode, req.body)
+      if not ok then return svc.error(400, "the body must be JSON (the signal's payload), or empty") end
+      payload = req.body
+    end
+    local id, err = workflows.signal(p.id, p.name, payload)
+    if not id then return refused(svc, err) end
+    return svc.json(202, { id = id, signal = p.name })
+  end)
 
   router:add("GET", "/v1/runs", function(req)
     local q = svc.query(req)
@@ -33,7 +59,7 @@ function _M.register(svc)
     end
     local rows, err = runs.list(limit)
     if not rows then return svc.error(500, err) end
-    return svc.json(200, { runs = rows })
+    return svc.json_list(200, "runs", rows)
   end)
 
   router:add("GET", "/v1/runs/{id}", function(_, _, p)

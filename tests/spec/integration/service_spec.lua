@@ -1,12 +1,30 @@
 -- service_spec.lua — `moonhive serve` through real HTTP (curl): health,
 -- metrics, JSON errors, the recorded runs API and its live event stream
--- (Server-Sent Events, resumable with Last-Event-ID), graceful shutdown.
+-- (Server-Sent Events, resumable with Last-Event-ID), graceful shutdown,
+-- and security: API keys, JWT HS256, roles per route, the rate limit and
+-- the audit log.
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. "../helpers.lua")
 local cjson = require "cjson"
 
+local JWT_SECRET = "spec-secret-0123456789abcdef"
+local admin_key -- created for each server
+
+local function new_key(role)
+  local r = H.moonhive({ "keys", "create", "--role", role })
+  assert(r.code == 0, r.stderr)
+  return (r.stdout:gsub("%s+$", ""))
+end
+
+-- curl -i with the admin key unless the extra arguments carry their own
+-- Authorization (or "-H", "Authorization:" to send none).
 local function get(srv, path, extra)
   local args = { "-i", srv.url(path) }
-  for _, a in ipairs(extra or {}) do table.insert(args, #args, a) end
+  local own = false
+  for _, a in ipairs(extra or {}) do
+    if a:match("^Authorization:") then own = true end
+    table.insert(args, #args, a)
+  end
+  if not own then table.insert(args, 1, "-H") table.insert(args, 2, "Authorization: Bearer " .. admin_key) end
   local r = H.curl(args)
   assert(r.code == 0, "curl failed: " .. r.stderr)
   local head, body = r.stdout:match("^(.-)\r\n\r\n(.*)$")
@@ -15,7 +33,10 @@ end
 
 describe("moonhive serve", function()
   local srv
-  before_each(function() srv = H.start_service() end)
+  before_each(function()
+    admin_key = new_key("admin")
+    srv = H.start_service({ MOONHIVE_JWT_SECRET = JWT_SECRET })
+  end)
   after_each(function() if srv then assert.equal(0, srv.stop()) end end)
 
   it("answers /health and counts requests in /metrics by route pattern", function()
@@ -107,7 +128,8 @@ describe("moonhive serve", function()
       print(r.id)
     ]])
     local id = H.ok(res):match("(%S+)%s*$")  -- never finished: its stream stays open
-    local r = H.curl({ "-N", "--max-time", "1", srv.url("/v1/runs/" .. id .. "/events") })
+    local r = H.curl({ "-N", "--max-time", "1", "-H", "Authorization: Bearer " .. admin_key,
+                       srv.url("/v1/runs/" .. id .. "/events") })
     assert.equal(28, r.code) -- curl's timeout: the stream was still open
     local status = get(srv, "/health")
     assert.equal(200, status)
@@ -118,7 +140,8 @@ describe("moonhive serve", function()
     srv = H.start_service({ MOONHIVE_SHUTDOWN_GRACE_MS = 300 })
     local res = H.run_script([[ local r = runs.start{agent = "open", input = "x"} print(r.id) ]])
     local id = H.ok(res):match("(%S+)%s*$")
-    local client = H.spawn("/usr/bin/curl", { "-sS", "-i", "-N", srv.url("/v1/runs/" .. id .. "/events") })
+    local client = H.spawn("/usr/bin/curl", { "-sS", "-i", "-N", "-H", "Authorization: Bearer " .. admin_key,
+                                              srv.url("/v1/runs/" .. id .. "/events") })
     assert.is_true(H.wait_until(function() return client.stdout():match("text/event%-stream") ~= nil end))
     local log = srv.stderr
     local code = srv.stop()
@@ -126,5 +149,125 @@ describe("moonhive serve", function()
     assert.equal(0, code)
     assert.matches("still running after the grace period; cancelling it", log(), 1, true)
     assert.is_true(client.wait()) -- the server closed the stream
+  end)
+
+  describe("security", function()
+    local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    local function b64url(bytes)
+      local out = {}
+      for i = 1, #bytes, 3 do
+        local a, b, c = bytes:byte(i, i + 2)
+        local n = a * 65536 + (b or 0) * 256 + (c or 0)
+        local chars = 2 + (b and 1 or 0) + (c and 1 or 0)
+        for k = 1, chars do
+          local v = (n >> (6 * (4 - k))) & 63
+          out[#out + 1] = B64:sub(v + 1, v + 1)
+        end
+      end
+      return table.concat(out)
+    end
+    -- A JWT signed with secret (HMAC computed by moonhive's own crypto module).
+    local function jwt(claims, secret, alg)
+      local signing = b64url(cjson.encode({ alg = alg or "HS256", typ = "JWT" })) .. "." .. b64url(cjson.encode(claims))
+      local hex = H.ok(H.eval(("return crypto.hmac_sha256(%q, %q)"):format(secret or JWT_SECRET, signing)))
+      hex = hex:match("(%x+)")
+      local raw = hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+      return signing .. "." .. b64url(raw)
+    end
+    local function status_of(path, token, method)
+      local extra = { "-H", "Authorization: " .. (token and ("Bearer " .. token) or "") }
+      if method then extra[#extra + 1] = "-X" extra[#extra + 1] = method end
+      local st, body, head = get(srv, path, extra)
+      return st, body and body ~= "" and cjson.decode(body) or nil, head
+    end
+
+    it("answers 401 as JSON without credentials or with bad ones, and /health stays open", function()
+      local st, body, head = status_of("/v1/runs", nil)
+      assert.equal(401, st)
+      assert.matches("missing credentials", body.error.message, 1, true)
+      assert.matches('WWW-Authenticate: Bearer realm="moonhive"', head, 1, true)
+      assert.equal(401, (status_of("/v1/runs", "mh_00000000_00000000000000000000000000000000")))
+      assert.equal(401, (status_of("/v1/runs", admin_key .. "0")))
+      assert.equal(200, (status_of("/health", nil)))
+    end)
+
+    it("enforces roles per route (viewer reads, operator acts, admin audits) and revoked keys stop working", function()
+      local viewer, operator = new_key("viewer"), new_key("operator")
+      assert.equal(200, (status_of("/v1/runs", viewer)))
+      local st, body = status_of("/v1/runs/x/cancel", viewer, "POST")
+      assert.equal(403, st)
+      assert.matches("needs the operator role; this caller is viewer", body.error.message, 1, true)
+      assert.equal(404, (status_of("/v1/runs/nope/cancel", operator, "POST")))  -- allowed, no such run
+      assert.equal(403, (status_of("/v1/audit", operator)))
+      assert.equal(200, (status_of("/v1/audit", admin_key)))
+      local id = viewer:match("^mh_(%x+)_")
+      assert.equal(0, H.moonhive({ "keys", "revoke", id }).code)
+      local st2, b2 = status_of("/v1/runs", viewer)
+      assert.equal(401, st2)
+      assert.matches("revoked", b2.error.message, 1, true)
+      local list = H.moonhive({ "keys", "list", "--json" })
+      assert.is_nil(list.stdout:find(viewer, 1, true)) -- only hashes are stored, never the key
+    end)
+
+    it("accepts JWT HS256 tokens and checks signature, alg, exp and nbf", function()
+      local now = os.time()
+      assert.equal(200, (status_of("/v1/runs", jwt({ sub = "ana", role = "viewer", exp = now + 600 }))))
+      local cases = {
+        { jwt({ sub = "ana", role = "viewer", exp = now - 3600 }), "expired" },
+        { jwt({ sub = "ana", role = "viewer", exp = now + 600, nbf = now + 3600 }), "not valid yet" },
+        { jwt({ sub = "ana", role = "viewer", exp = now + 600 }, "another-secret"), "signature is not valid" },
+        { jwt({ sub = "ana", role = "viewer", exp = now + 600 }, JWT_SECRET, "none"), "HS256" },
+        { jwt({ sub = "ana", role = "boss", exp = now + 600 }), "role claim" },
+        { jwt({ sub = "ana", role = "viewer" }), "no exp" },
+        { "not.a.jwt!", "signature is not valid" },
+      }
+      for i, c in ipairs(cases) do
+        local st, body = status_of("/v1/runs", c[1])
+        assert.equal(401, st, "case " .. i)
+        assert.matches(c[2], body.error.message, 1, true)
+      end
+      local st, body = status_of("/v1/runs/x/cancel", jwt({ sub = "ana", role = "viewer", exp = now + 600 }), "POST")
+      assert.equal(403, st)
+      assert.matches("this caller is viewer", body.error.message, 1, true)
+    end)
+
+    it("rate-limits each caller with 429 and Retry-After", function()
+      srv.stop()
+      srv = H.start_service({ MOONHIVE_RATE_LIMIT = 1, MOONHIVE_RATE_BURST = 3 })
+      local other = new_key("viewer")
+      local codes = {}
+      for i = 1, 5 do codes[i] = (status_of("/v1/runs", admin_key)) end
+      assert.same({ 200, 200, 200, 429, 429 }, codes)
+      local _, body, head = status_of("/v1/runs", admin_key)
+      assert.matches("Retry%-After: %d+", head)
+      assert.matches("rate limit exceeded", body.error.message, 1, true)
+      assert.equal(200, (status_of("/v1/runs", other))) -- another key has its own bucket
+    end)
+
+    it("records every mutating call in the audit log, readable by admins", function()
+      local operator = new_key("operator")
+      status_of("/v1/runs/nope/cancel", operator, "POST")
+      status_of("/v1/runs/nope/cancel", nil, "POST")
+      status_of("/v1/runs", operator) -- a read: not audited
+      local st, body = status_of("/v1/audit?limit=2", admin_key) -- newest first
+      assert.equal(200, st)
+      local e = body.entries
+      assert.equal(2, #e)
+      assert.equal("anonymous", e[1].principal)
+      assert.equal(401, e[1].status)
+      assert.equal("key:" .. operator:match("^mh_(%x+)_"), e[2].principal)
+      assert.same({ "operator", "POST", "/v1/runs/nope/cancel", "/v1/runs/{id}/cancel", 404 },
+        { e[2].role, e[2].method, e[2].path, e[2].route, e[2].status })
+    end)
+
+    it("never logs a credential", function()
+      status_of("/v1/runs", admin_key)
+      status_of("/v1/runs", jwt({ sub = "ana", role = "viewer", exp = os.time() + 60 }))
+      local log = srv.stderr
+      srv.stop()
+      srv = nil
+      assert.is_nil(log():find(admin_key, 1, true))
+      assert.is_nil(log():find(JWT_SECRET, 1, true))
+    end)
   end)
 end)
