@@ -40,7 +40,7 @@ TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps run test sanitize bench install clean test-build
+.PHONY: all deps run test sanitize bench fuzz install clean test-build
 
 all: deps-check moonhive
 
@@ -95,6 +95,21 @@ sanitize:
 
 bench: deps-check $(BIN) $(TOOL_BIN) $(BENCH_BIN)
 	@BUILD=$(BUILD) bench/run.sh
+
+# libFuzzer on the server's request path (tests/fuzz/fuzz_request.c), with
+# ASan and UBSan, for FUZZ_SECONDS (default 60) from the seed corpus.
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build/fuzz
+FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -DMH_VERSION='"$(VERSION)"' -g -O1 -Ihost \
+                $(shell pkg-config --cflags-only-I $(PKGS) 2>/dev/null) -fsanitize=fuzzer,address,undefined
+fuzz: deps-check
+	@mkdir -p $(FUZZ_BUILD)/corpus
+	clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/fuzz_request tests/fuzz/fuzz_request.c \
+	  $(filter-out host/main.c host/cli_%.c host/repl.c,$(HOST_SRC)) $(LDLIBS)
+	cp tests/fuzz/corpus/* $(FUZZ_BUILD)/corpus/
+	MOONHIVE_RUNTIME=$(CURDIR)/lua MOONHIVE_STDLIB=$(CURDIR)/stdlib ASAN_OPTIONS=detect_leaks=0 \
+	  $(FUZZ_BUILD)/fuzz_request -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \
+	  $(FUZZ_BUILD)/corpus
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/moonhive/stdlib $(DESTDIR)$(PREFIX)/share/moonhive/lua \

@@ -2,7 +2,8 @@
 # run.sh — `make bench`: starts the local test server and prints the host's
 # figures (bench/bench_host.c) and the W3 agent workload (bench/bench_w3.c).
 # Numbers are medians of several repetitions. BENCH_ONLY=llm,w3 (any of sleep,
-# state, memory, http, llm, w3) picks parts.
+# state, memory, http, llm, w3, serve) picks parts; bench/bench_serve.sh loads
+# `moonhive serve` with wrk.
 # With two or more cores the server and the benchmark are pinned to different
 # cores (taskset), so they do not steal each other's CPU time.
 set -euo pipefail
@@ -28,4 +29,7 @@ echo "moonhive bench ($(nproc) cores; test server on port $port, mock LLM on $mo
 "${bench_pin[@]}" "$BUILD/bench/bench_host" "$port" "$mock_port"
 if [ -z "${BENCH_ONLY:-}" ] || [[ "$BENCH_ONLY" == *w3* ]]; then
   "${bench_pin[@]}" "$BUILD/bench/bench_w3" "$mock_port"
+fi
+if [ -z "${BENCH_ONLY:-}" ] || [[ "$BENCH_ONLY" == *serve* ]]; then
+  BUILD="$BUILD" bench/bench_serve.sh
 fi

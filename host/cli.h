@@ -20,6 +20,8 @@ int mh_cmd_repl(int argc, char **argv);
 int mh_cmd_chat(int argc, char **argv);
 int mh_cmd_runs(int argc, char **argv);
 int mh_cmd_test(int argc, char **argv);
+int mh_cmd_serve(int argc, char **argv);
+int mh_cmd_keys(int argc, char **argv);
 
 /* cli_workflow.c: `moonhive runs resume [ID]`; [-0, +(0|1), m] pushes a
  * file's whole text, returning 1, or nothing, returning 0. */
@@ -27,6 +29,6 @@ int mh_cmd_runs_resume(int argc, char **argv);
 int mh_cli_push_file(lua_State *L, const char *path);
 
 extern const char mh_help_run[], mh_help_eval[], mh_help_repl[], mh_help_chat[], mh_help_runs[],
-    mh_help_test[];
+    mh_help_test[], mh_help_serve[], mh_help_keys[];
 
 #endif

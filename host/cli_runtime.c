@@ -1,4 +1,5 @@
-/* cli_runtime.c — commands answered by the trusted runtime's lua/moonhive/cli.lua:
+/* cli_runtime.c — commands answered by the trusted runtime's Lua
+ * (lua/moonhive/cli.lua, cli_keys.lua): `moonhive keys create|list|revoke`,
  * `moonhive runs [list] [--limit N] [--json]`, `moonhive runs show ID [--json]`,
  * `runs cancel ID`, `runs signal ID NAME [JSON]` (`runs resume` is in
  * cli_workflow.c: it runs sandboxed workflow code).
@@ -53,15 +54,15 @@ static void answered(mh_run *run, void *ud) {
   fflush(stdout);
 }
 
-/* Runs lua/moonhive/cli.lua's `fn` with argv as a list of strings. */
-static int runtime_command(const char *fn, int argc, char **argv) {
+/* Runs runtime module `module`'s `fn` with argv as a list of strings. */
+static int runtime_command(const char *module, const char *fn, int argc, char **argv) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   mh_host host;
   mh_host_init(&host, &loop);
   char err[512];
   int code = 1;
-  if (mh_runtime_push(&host, "moonhive.cli", fn, err, sizeof err) != 0) {
+  if (mh_runtime_push(&host, module, fn, err, sizeof err) != 0) {
     fprintf(stderr, "moonhive: %s\n", err);
   } else {
     lua_State *R = host.runtime->L;
@@ -90,5 +91,26 @@ int mh_cmd_runs(int argc, char **argv) {
       return 0;
     }
   if (argc > 0 && strcmp(argv[0], "resume") == 0) return mh_cmd_runs_resume(argc - 1, argv + 1);
-  return runtime_command("runs", argc, argv);
+  return runtime_command("moonhive.cli", "runs", argc, argv);
+}
+
+const char mh_help_keys[] =
+  "usage: moonhive keys create --role admin|operator|viewer [--name NAME]\n"
+  "       moonhive keys list [--json]\n"
+  "       moonhive keys revoke ID\n"
+  "\n"
+  "API keys for `moonhive serve`. create prints the new key once on stdout\n"
+  "(mh_<id>_<secret>); only its SHA-256 is stored, in $MOONHIVE_DATA/moonhive.db.\n"
+  "Clients send it as `Authorization: Bearer KEY`. viewer may read, operator may\n"
+  "also start, cancel and signal runs, admin may also read the audit log.\n"
+  "list shows id, role, name, created, last used and revoked; revoke ID\n"
+  "refuses the key from then on.\n";
+
+int mh_cmd_keys(int argc, char **argv) {
+  for (int i = 0; i < argc; i++)
+    if (mh_cli_wants_help(argv[i])) {
+      fputs(mh_help_keys, stdout);
+      return 0;
+    }
+  return runtime_command("moonhive.cli_keys", "keys", argc, argv);
 }

@@ -38,11 +38,12 @@ void mh_find_shipped_dir(const char *name, const char *env_name, char *out, size
   }
 }
 
-/* Provider keys are read once into host memory. Subprocesses the host starts
- * get an empty environment, and scripts cannot read the environment. */
+/* Provider keys and the JWT secret are read once into host memory.
+ * Subprocesses the host starts get an empty environment, and scripts cannot
+ * read the environment. */
 static void read_secrets(mh_host *host) {
-  static const char *const names[] = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"};
-  for (int i = 0; i < 2; i++) {
+  static const char *const names[MH_SECRET_COUNT] = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "MOONHIVE_JWT_SECRET"};
+  for (int i = 0; i < MH_SECRET_COUNT; i++) {
     const char *v = getenv(names[i]);
     host->secrets[i] = v && *v ? strdup(v) : NULL;
   }

@@ -16,8 +16,9 @@
 struct mh_run;
 struct mh_http;
 
-/* Providers whose keys the host may hold (index into host->secrets). */
-typedef enum { MH_SECRET_OPENAI = 0, MH_SECRET_ANTHROPIC = 1, MH_SECRET_COUNT } mh_secret_id;
+/* Secrets the host may hold (index into host->secrets): provider keys and
+ * the service's JWT signing secret. */
+typedef enum { MH_SECRET_OPENAI = 0, MH_SECRET_ANTHROPIC = 1, MH_SECRET_JWT = 2, MH_SECRET_COUNT } mh_secret_id;
 
 typedef struct mh_host {
   uv_loop_t *loop;

@@ -18,6 +18,8 @@ static const char usage[] =
   "  chat [--model M] \"text\"  one model call, streamed to the terminal\n"
   "  runs [list|show|resume|cancel|signal]  recorded runs; resume, cancel or signal a workflow\n"
   "  test [PATHS...]          run the project's busted specs with a scripted mock model\n"
+  "  serve [--host IP] [--port N]  the HTTP service: API, metrics, dashboard\n"
+  "  keys [create|list|revoke]  API keys for the service\n"
   "  version                  print the version\n"
   "  help [COMMAND]           this text, or a command's own help\n"
   "\n"
@@ -40,6 +42,8 @@ static const struct {
   {"chat", mh_cmd_chat, mh_help_chat},
   {"runs", mh_cmd_runs, mh_help_runs},
   {"test", mh_cmd_test, mh_help_test},
+  {"serve", mh_cmd_serve, mh_help_serve},
+  {"keys", mh_cmd_keys, mh_help_keys},
   {"version", NULL, help_version},
   {"help", NULL, help_help},
 };

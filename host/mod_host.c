@@ -5,9 +5,11 @@
  *                       -- OPENAI_BASE_URL, ANTHROPIC_BASE_URL,
  *                       -- MOONHIVE_LLM_CONCURRENCY, MOONHIVE_HTTP_ALLOW,
  *                       -- MOONHIVE_MOCK_SCRIPT, MOONHIVE_MOCK_LOG, MOONHIVE_STORE,
- *                       -- MOONHIVE_DURABILITY), or nil
+ *                       -- MOONHIVE_DURABILITY, MOONHIVE_RATE_LIMIT,
+ *                       -- MOONHIVE_RATE_BURST), or nil
  *   host.has_key(name)  -- "openai" | "anthropic": is a key configured?
  *   host.data_dir()     -- the data directory
+ *   host.version()      -- moonhive's version ("0.1.0")
  *   host.config()       -- the project's moonhive.lua (or $MOONHIVE_CONFIG) as a
  *                       -- table, {} when there is none; nil, err when it is broken.
  *                       -- It is evaluated as data: text only, no globals at all. */
@@ -25,7 +27,7 @@
 static const char *const readable[] = {"MOONHIVE_MODEL", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL",
                                        "MOONHIVE_LLM_CONCURRENCY", "MOONHIVE_HTTP_ALLOW",
                                        "MOONHIVE_MOCK_SCRIPT", "MOONHIVE_MOCK_LOG", "MOONHIVE_STORE",
-                                       "MOONHIVE_DURABILITY", NULL};
+                                       "MOONHIVE_DURABILITY", "MOONHIVE_RATE_LIMIT", "MOONHIVE_RATE_BURST", NULL};
 
 static int host_env(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
@@ -38,6 +40,12 @@ static int host_env(lua_State *L) {
     }
   }
   return luaL_error(L, "host.env: '%s' is not readable", name);
+}
+
+/* host.version() [-0, +1, -] */
+static int host_version(lua_State *L) {
+  lua_pushliteral(L, MH_VERSION);
+  return 1;
 }
 
 static int host_has_key(lua_State *L) {
@@ -151,7 +159,7 @@ static int host_data_dir(lua_State *L) {
 
 int luaopen_mh_host(lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"env", host_env}, {"has_key", host_has_key}, {"data_dir", host_data_dir}, {"config", host_config},
+    {"env", host_env}, {"has_key", host_has_key}, {"data_dir", host_data_dir}, {"config", host_config}, {"version", host_version},
     {NULL, NULL}};
   luaL_newlib(L, funcs);
   return 1;

@@ -3,6 +3,7 @@
  * so `require "http"` and the global `http` are the same table. */
 #include <string.h>
 
+#include "mod_auth.h"
 #include "mod_builtin_tools.h"
 #include "mod_crypto.h"
 #include "mod_host.h"
@@ -37,6 +38,7 @@ static const struct { const char *name; lua_CFunction open; int trusted_only; } 
   {"task", luaopen_mh_task, 0},
   {"time", luaopen_mh_time, 0},
   {"workflows", luaopen_mh_workflows, 0},
+  {"auth", luaopen_mh_auth, 1},     /* the service's JWT secret */
   {"cjson", luaopen_cjson, 1},   /* its buffers live outside the sandbox's cap */
   {"host", luaopen_mh_host, 1},
   {"jsonscan", luaopen_mh_jsonscan, 1},

@@ -18,6 +18,7 @@ PACKAGES=(
   lua-busted libcmocka-dev libcjson-dev
   python3                      # tests/unit/test_proc.c runs python3 code
   curl wrk nghttp2-server openssl
+  clang libclang-rt-14-dev     # make fuzz (libFuzzer)
 )
 
 missing() {

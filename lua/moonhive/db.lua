@@ -87,6 +87,26 @@ local migrations = {
       sent_at REAL NOT NULL,
       taken_at REAL);
     CREATE INDEX signals_waiting ON signals(run_id, name, taken_at)]],
+  -- 5: the service's API keys (only a SHA-256 of each key) and its audit log
+  [[CREATE TABLE api_keys (
+      id TEXT PRIMARY KEY,
+      hash TEXT NOT NULL,
+      role TEXT NOT NULL,
+      name TEXT,
+      created_at REAL NOT NULL,
+      last_used_at REAL,
+      revoked_at REAL);
+    CREATE TABLE audit_log (
+      id INTEGER PRIMARY KEY,
+      at REAL NOT NULL,
+      principal TEXT NOT NULL,
+      role TEXT,
+      method TEXT NOT NULL,
+      path TEXT NOT NULL,
+      route TEXT,
+      status INTEGER NOT NULL,
+      remote TEXT);
+    CREATE INDEX audit_at ON audit_log(at)]],
 }
 
 local db, failure

@@ -7,7 +7,8 @@
 --   event{kind=, agent=, data=}         -> {seq=}   (into caller.run_id)
 --   finish{status=, output=, error=}    -> {}       (caller.run_id)
 -- For the runtime itself: record(run_id, kind, agent, data) (llm.lua records
--- each model call), and list/show for the CLI (`moonhive runs`).
+-- each model call), list/show for the CLI (`moonhive runs`) and the
+-- service, events_after for the service's live event stream.
 
 local cjson = require "cjson"
 local crypto = require "crypto"
@@ -135,6 +136,20 @@ function _M.show(id)
   run.events = db:query("SELECT seq, at, kind, agent, data FROM run_events WHERE run_id = ? ORDER BY seq", run.id)
   for _, ev in ipairs(run.events) do ev.data = decode(ev.data) end
   return run
+end
+
+-- Run `id`'s events with seq > after (at most `limit`, oldest first) and
+-- the run's row; nil and a message when there is no such run. For
+-- followers of a live run (the service's event stream).
+function _M.events_after(id, after, limit)
+  local db, err = database.get()
+  if not db then return nil, err end
+  local run, e = _M.find(db, id)
+  if not run then return nil, e end
+  local rows = db:query([[SELECT seq, at, kind, agent, data FROM run_events
+                          WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?]], run.id, after, limit or 500)
+  for _, ev in ipairs(rows or {}) do ev.data = decode(ev.data) end
+  return rows or {}, run
 end
 
 return _M

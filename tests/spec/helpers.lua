@@ -320,6 +320,71 @@ function H.start_mockllm()
   return H.start_testserver(H.mockllm)
 end
 
+-- Starts a program without waiting for it; its output is collected.
+-- Returns {stdout=, stderr= (so far), exited=, code=, signal=, kill(sig), wait(ms)}.
+function H.spawn(path, args, opts)
+  opts = opts or {}
+  local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
+  local p = { out = {}, err = {}, exited = false }
+  local handle, e = uv.spawn(path, {
+    args = args or {}, cwd = opts.cwd or H.root, env = build_env(opts.env), stdio = { nil, stdout, stderr },
+  }, function(code, signal) p.exited, p.code, p.signal = true, code, signal end)
+  if not handle then
+    stdout:close() stderr:close()
+    H.flush()
+    error("cannot start " .. path .. ": " .. tostring(e))
+  end
+  local function reader(pipe, acc)
+    pipe:read_start(function(err, chunk)
+      assert(not err, err)
+      if chunk then acc[#acc + 1] = chunk else pipe:read_stop() pipe:close() end
+    end)
+  end
+  reader(stdout, p.out)
+  reader(stderr, p.err)
+  function p.stdout() return table.concat(p.out) end
+  function p.stderr() return table.concat(p.err) end
+  function p.kill(sig) if not p.exited then handle:kill(sig or "sigterm") end end
+  function p.wait(ms)
+    local ok = H.wait_until(function() return p.exited end, ms or H.WAIT_MS)
+    if not ok then handle:kill("sigkill") H.wait_until(function() return p.exited end, 5000) end
+    if not handle:is_closing() then handle:close() end
+    H.wait_until(function() return stdout:is_closing() and stderr:is_closing() end, 2000)
+    H.flush()
+    return ok
+  end
+  return p
+end
+
+-- Starts `moonhive serve --port 0` (env: extra variables) and waits for its
+-- address. Returns the process (H.spawn) with .port, .url(path) and
+-- .stop() -> exit code after SIGTERM.
+function H.start_service(env)
+  local p = H.spawn(H.bin, { "serve", "--port", "0" }, { env = env })
+  H.wait_until(function() return p.stdout():match("127%.0%.0%.1:(%d+)") or p.exited end, 15000)
+  local port = tonumber(p.stdout():match("127%.0%.0%.1:(%d+)"))
+  if not port then
+    p.kill("sigkill")
+    p.wait()
+    error("moonhive serve did not start: " .. p.stderr())
+  end
+  p.port = port
+  function p.url(path) return "http://127.0.0.1:" .. port .. (path or "") end
+  function p.stop()
+    p.kill("sigterm")
+    p.wait()
+    return p.code
+  end
+  return p
+end
+
+-- curl with arguments; returns {code=, stdout=, stderr=} (H.exec).
+function H.curl(args, opts)
+  local full = { "-sS" }
+  for _, a in ipairs(args) do full[#full + 1] = a end
+  return H.exec("/usr/bin/curl", full, opts)
+end
+
 -- Reads /stats from the test server through a moonhive eval (the specs do
 -- not speak HTTP themselves); returns {connections=, requests=, open=}.
 function H.server_stats(srv)
