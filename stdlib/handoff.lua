@@ -9,7 +9,8 @@
 --                                 which accept(value) is true
 --   handoff.section(text, heading) -> body | nil   the body under "## heading"
 --   handoff.prompt(intro, {{heading, body}, ...}) -> text   intro, then the parts
---                                 whose body is not empty, each as "## heading"
+--                                 whose body is not empty, each as "## heading";
+--                                 a body is text or a list of texts (one a line)
 --   handoff.list(v) -> {strings}  a list of strings, or a string as a one-item list
 --
 -- The record a pipeline returns as its output (plain JSON values):
@@ -100,7 +101,13 @@ function M.prompt(intro, parts)
   local out = { intro }
   for _, p in ipairs(parts or {}) do
     local heading, body = p[1], p[2]
-    if type(body) == "table" then body = table.concat(body, "\n") end
+    if type(body) == "table" then
+      local items = {}
+      for _, x in ipairs(body) do
+        if type(x) == "string" and x:find("%S") then items[#items + 1] = trim(x) end
+      end
+      body = table.concat(items, "\n")
+    end
     if type(body) == "string" and body:find("%S") then out[#out + 1] = "## " .. heading .. "\n" .. trim(body) end
   end
   return table.concat(out, "\n\n")

@@ -117,7 +117,7 @@ local function kickoff_prompt(t, opts, brief, architecture)
     ("You are assigned task %s of a new project. Do not do the task yet: answer with your work plan for it "
      .. "(approach, the files or outputs you will produce, what you need from the tasks it depends on, risks and "
      .. "questions), in at most 300 words."):format(t.id),
-    { { "Task " .. t.id .. ": " .. t.title, { t.input or "", t.output and ("Hands on: " .. t.output) or "" } },
+    { { "Task " .. t.id, { t.title, t.input or "", t.output and ("Hands on: " .. t.output) or "" } },
       { "Depends on", #t.depends_on > 0 and table.concat(t.depends_on, ", ") or "nothing: it can start now" },
       { "Acceptance criteria", t.acceptance },
       { "Request", opts.request },

@@ -198,6 +198,36 @@ function H.moonhive(args, opts)
   return H.exec(H.bin, args, opts)
 end
 
+-- Starts `moonhive ARGS` in the background (opts: env=, cwd= as H.exec):
+-- p.stderr() so far, p.kill() (SIGKILL), p.wait() -> {code=, signal=, stdout=, stderr=}.
+function H.spawn(args, opts)
+  opts = opts or {}
+  local out, err, res = {}, {}, {}
+  local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
+  local handle = assert(uv.spawn(H.bin, { args = args, cwd = opts.cwd or H.root, env = build_env(opts.env),
+                                          stdio = { nil, stdout, stderr } },
+                                 function(code, sig) res.code, res.signal = code, sig end))
+  local open = 2
+  local function reader(pipe, acc)
+    pipe:read_start(function(_, chunk)
+      if chunk then acc[#acc + 1] = chunk else pipe:close() open = open - 1 end
+    end)
+  end
+  reader(stdout, out)
+  reader(stderr, err)
+  local p = {}
+  function p.stderr() return table.concat(err) end
+  function p.kill() if res.code == nil then handle:kill("sigkill") end end
+  function p.wait()
+    H.wait_until(function() return res.code ~= nil and open == 0 end, opts.wait_ms or 30000)
+    if not handle:is_closing() then handle:close() end
+    H.flush()
+    res.stdout, res.stderr = table.concat(out), table.concat(err)
+    return res
+  end
+  return p
+end
+
 -- `moonhive eval CODE` with options placed before the code.
 function H.eval(code, opts)
   opts = opts or {}
