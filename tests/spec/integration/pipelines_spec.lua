@@ -5,8 +5,8 @@
 -- (MOONHIVE_MOCK_LOG) shows which agents ran, in which order, and what each
 -- was handed. Covers the order of the roles, the handoffs, development's
 -- bounded review-and-fix loop, gates that stop a pipeline, the approval
--- signal of deployment, and a pipeline killed with SIGKILL and finished by
--- `moonhive runs resume` without running its journaled steps again.
+-- signal of deployment, and pipelines killed with SIGKILL and finished by
+-- `moonhive runs resume` without running their journaled steps again.
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. "../helpers.lua")
 local cjson = require "cjson"
 
@@ -88,8 +88,27 @@ describe("ready-made pipelines", function()
   lazy_setup(function()
     project = H.tmpdir()
     data = project .. "/.moonhive"
+    -- the pipelines' require "handoff" must find stdlib's, never a project's file
+    H.write(project .. "/handoff.lua", 'error("the project\'s handoff.lua was loaded")')
   end)
   lazy_teardown(H.cleanup)
+
+  it("run finds the shipped workflows/ and agents/ from any folder, a project's own file first", function()
+    local dir = H.tmpdir()
+    local env = { MOONHIVE_DATA = data, MOONHIVE_MODEL = "mock/default", OPENAI_API_KEY = false, ANTHROPIC_API_KEY = false }
+    local res = H.moonhive({ "run", "agents/coder.lua", "hello there" }, { cwd = dir, env = env })
+    assert.equals(0, res.code, H.show(res))
+    assert.equals("mock: hello there\n", res.stdout)
+    require("luv").fs_mkdir(dir .. "/workflows", 448)
+    H.write(dir .. "/workflows/development.lua",
+            'return workflow{name = "mine", run = function(wf, input) return "the project\'s own " .. input end}')
+    res = H.moonhive({ "run", "workflows/development.lua", "x" }, { cwd = dir, env = env })
+    assert.equals(0, res.code, H.show(res))
+    assert.equals("the project's own x\n", res.stdout)
+    res = H.moonhive({ "run", "workflows/deployment.lua", "--input", "{}" }, { cwd = dir, env = env })
+    assert.matches("deployment: give the 'project' to deploy, its 'files', or both", H.fails(res), 1, true)
+    assert.matches("cannot open workflows/nope.lua", H.fails(H.moonhive({ "run", "workflows/nope.lua" }, { cwd = dir, env = env })), 1, true)
+  end)
 
   describe("project_init", function()
     local BRIEF = "# Project brief: Notes\n## Requirements\nR1. Save notes (must)\n## Acceptance criteria\n"
