@@ -38,7 +38,8 @@ local function options(input)
   end
   local acceptance = handoff.list(input.acceptance)
   if #acceptance == 0 then acceptance = handoff.list(task.acceptance) end
-  return { task = task, title = (task.id and (task.id .. ": ") or "") .. (task.title or task.description),
+  local id = (type(task.id) == "string" or math.type(task.id) == "integer") and (task.id .. ": ") or ""
+  return { task = task, title = id .. (task.title or task.description),
            description = task.title and task.description or nil, acceptance = acceptance, developer = dev,
            context = type(input.context) == "string" and input.context or nil, max_rounds = rounds,
            assign = input.assign ~= false }

@@ -228,6 +228,16 @@ function H.spawn(args, opts)
   return p
 end
 
+-- Waits until `moonhive runs show ID` says the run's status is `status`
+-- (opts: cwd=, env= as H.exec); true when it does within 10 s.
+function H.wait_run_status(id, status, opts)
+  local cjson = require "cjson"
+  return H.wait_until(function()
+    local r = H.moonhive({ "runs", "show", id, "--json" }, opts)
+    return r.code == 0 and cjson.decode(r.stdout).status == status
+  end, 10000)
+end
+
 -- `moonhive eval CODE` with options placed before the code.
 function H.eval(code, opts)
   opts = opts or {}

@@ -67,13 +67,6 @@ describe("ready-made pipelines", function()
 
   local function show(id) return cjson.decode(H.ok(moonhive({ "runs", "show", id, "--json" }))) end
 
-  local function wait_status(id, status)
-    return H.wait_until(function()
-      local r = moonhive({ "runs", "show", id, "--json" })
-      return r.code == 0 and cjson.decode(r.stdout).status == status
-    end, 10000)
-  end
-
   -- Starts a pipeline in the background and waits until it waits for its approval.
   local function start_waiting(name, input, replies)
     local env, log = model(replies)
@@ -81,7 +74,7 @@ describe("ready-made pipelines", function()
     local id
     H.wait_until(function() id = p.stderr():match("run (%x+%-%x+) started") return id ~= nil end, 10000)
     assert.truthy(id, p.stderr())
-    assert.is_true(wait_status(id, "waiting"), p.stderr())
+    assert.is_true(H.wait_run_status(id, "waiting", { cwd = project, env = { MOONHIVE_DATA = data } }), p.stderr())
     return p, id, log
   end
 

@@ -79,12 +79,7 @@ describe("workflows", function()
     return n
   end
 
-  local function wait_status(id, status)
-    return H.wait_until(function()
-      local r = moonhive({ "runs", "show", id, "--json" })
-      return r.code == 0 and cjson.decode(r.stdout).status == status
-    end, 10000)
-  end
+  local function wait_status(id, status) return H.wait_run_status(id, status, { cwd = project, env = env() }) end
 
   lazy_setup(function()
     project = H.tmpdir()
