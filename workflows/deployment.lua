@@ -51,13 +51,12 @@ local function options(input)
            setup = setup, requirements = handoff.list(input.requirements) }
 end
 
--- Waits for the signal "approve": its payload, or nil and why not.
+-- Waits for the signal "approve": its payload (true when it has none), or
+-- nil and why not (refused, or the timeout).
 local function approve(wf, approval)
   local payload, err = wf:wait_signal("approve", { timeout = approval.timeout })
-  if payload == nil then
-    if err == "timeout" then return nil, ("no approval within %d ms"):format(math.floor(approval.timeout)) end
-    return nil, "the approval signal carried no answer"
-  end
+  if err == "timeout" then return nil, ("no approval within %d ms"):format(math.floor(approval.timeout)) end
+  if payload == nil then return true end
   if payload == false or type(payload) == "table" and payload.approved == false then
     return nil, "approval refused" .. (type(payload) == "table" and type(payload.reason) == "string"
                                         and (": " .. payload.reason) or "")

@@ -377,7 +377,7 @@ describe("ready-made pipelines", function()
       assert.equals("succeeded", show(id).status)
     end)
 
-    it("stops at a refused approval, a failing setup command and a failing validation", function()
+    it("stops at a refused or timed-out approval, a failing setup command and a failing validation", function()
       local p, _, log = start_waiting("deployment", { project = "the greeter", approval = { timeout = 60000 } },
                                       { { agent = "code_assembler", content = ASSEMBLY } })
       local id = p.stderr():match("run (%x+%-%x+) started")
@@ -390,6 +390,11 @@ describe("ready-made pipelines", function()
       assert.same({ "code_assembler" }, agents(steps(log)))
 
       local seen
+      out, seen = pipeline("deployment", { project = "the greeter", approval = { timeout = 200 } },
+                           { { agent = "code_assembler", content = ASSEMBLY }, LATER[1] })
+      assert.same({ "code_assembler" }, agents(seen))
+      assert.same({ "rejected", "approval", "no approval within 200 ms" }, { out.status, out.stopped_at, out.reason })
+
       out, seen = pipeline("deployment", { project = "the greeter", setup = "echo no toolchain >&2; exit 7" },
                            { { agent = "code_assembler", content = ASSEMBLY } })
       assert.same({ "code_assembler" }, agents(seen))
