@@ -113,11 +113,13 @@ fuzz: deps-check
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/moonhive/stdlib $(DESTDIR)$(PREFIX)/share/moonhive/lua \
-	  $(DESTDIR)$(PREFIX)/share/moonhive/agents $(DESTDIR)$(PREFIX)/share/moonhive/testkit
+	  $(DESTDIR)$(PREFIX)/share/moonhive/agents $(DESTDIR)$(PREFIX)/share/moonhive/workflows \
+	  $(DESTDIR)$(PREFIX)/share/moonhive/testkit
 	install -m 755 moonhive $(DESTDIR)$(PREFIX)/bin/moonhive
 	cp -R stdlib/. $(DESTDIR)$(PREFIX)/share/moonhive/stdlib/
 	cp -R lua/. $(DESTDIR)$(PREFIX)/share/moonhive/lua/
 	cp -R agents/. $(DESTDIR)$(PREFIX)/share/moonhive/agents/
+	cp -R workflows/. $(DESTDIR)$(PREFIX)/share/moonhive/workflows/
 	cp -R testkit/. $(DESTDIR)$(PREFIX)/share/moonhive/testkit/
 
 clean:

@@ -40,6 +40,8 @@ const char mh_help_run[] =
   "after the file gives its input; steps on stderr, the output on stdout\n"
   "(moonhive runs resume continues it after a crash). A .json file is a\n"
   "workflow graph (docs/workflows.md) and runs the same way.\n"
+  "agents/NAME.lua and workflows/NAME.lua that are not in the current folder\n"
+  "are the ones shipped with moonhive (the ready-made roles and pipelines).\n"
   "\noptions:\n"
   "  --json                an agent's or workflow's result as one JSON object on stdout\n" LIMIT_HELP;
 
@@ -213,6 +215,26 @@ static int parse_options(int argc, char **argv, mh_limits *limits, const char *h
   return i;
 }
 
+/* FILE as given; or, when it does not exist and reads agents/NAME.lua or
+ * workflows/NAME.lua, the copy shipped with moonhive (beside the binary or
+ * under PREFIX/share/moonhive), so the ready-made roles and pipelines run
+ * from any project folder. A project's own file comes first. */
+static const char *shipped_file(const char *file, char *buf, size_t len) {
+  static const char *const kinds[][3] = {{"agents/", "agents", "MOONHIVE_ROLES"},
+                                         {"workflows/", "workflows", "MOONHIVE_WORKFLOWS"}};
+  if (access(file, F_OK) == 0) return file;
+  for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+    size_t n = strlen(kinds[k][0]);
+    const char *name = file + n;
+    if (strncmp(file, kinds[k][0], n) != 0 || strchr(name, '/') != NULL || name[0] == '.') continue;
+    char dir[PATH_MAX] = "";
+    mh_find_shipped_dir(kinds[k][1], kinds[k][2], dir, sizeof dir);
+    int w = snprintf(buf, len, "%s/%s", dir, name);
+    if (dir[0] && w > 0 && (size_t)w < len && access(buf, F_OK) == 0) return buf;
+  }
+  return file;
+}
+
 int mh_cmd_run(int argc, char **argv) {
   mh_limits limits;
   int json = 0;
@@ -222,7 +244,8 @@ int mh_cmd_run(int argc, char **argv) {
     fprintf(stderr, "moonhive: run needs a script file\n\n%s", mh_help_run);
     return 2;
   }
-  const char *file = argv[first];
+  char shipped[PATH_MAX + 256];
+  const char *file = shipped_file(argv[first], shipped, sizeof shipped);
   char *dir_copy = strdup(file);
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -261,7 +284,9 @@ int mh_cmd_run(int argc, char **argv) {
   }
   lua_getupvalue(L, -1, 1);                  /* chunk env */
   lua_createtable(L, nargs, 1);
-  for (int i = 0; i <= nargs; i++) {
+  lua_pushstring(L, file);
+  lua_rawseti(L, -2, 0);
+  for (int i = 1; i <= nargs; i++) {
     lua_pushstring(L, argv[first + i]);
     lua_rawseti(L, -2, i);
   }

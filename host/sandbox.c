@@ -308,9 +308,10 @@ static int find_shipped_role(lua_State *L, mh_host *host, const char *name) {
 
 /* The agent engine's own modules come from stdlib/ only: a user's file named
  * agent.lua or json.lua next to a script must not replace them (the `agent`
- * global would load that file instead). */
+ * global would load that file instead), nor a project's handoff.lua the one
+ * the shipped pipelines (workflows/) read verdicts with. */
 static int stdlib_only(const char *name) {
-  static const char *const reserved[] = {"agent", "tool", "json", "schema", "workflow", NULL};
+  static const char *const reserved[] = {"agent", "tool", "json", "schema", "workflow", "handoff", NULL};
   for (int i = 0; reserved[i]; i++)
     if (strcmp(name, reserved[i]) == 0) return 1;
   return 0;

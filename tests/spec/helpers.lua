@@ -198,6 +198,22 @@ function H.moonhive(args, opts)
   return H.exec(H.bin, args, opts)
 end
 
+-- Starts `moonhive ARGS` in the background (opts: env=, cwd= as H.exec);
+-- see H.spawn_program.
+function H.spawn(args, opts)
+  return H.spawn_program(H.bin, args, opts)
+end
+
+-- Waits until `moonhive runs show ID` says the run's status is `status`
+-- (opts: cwd=, env= as H.exec); true when it does within 10 s.
+function H.wait_run_status(id, status, opts)
+  local cjson = require "cjson"
+  return H.wait_until(function()
+    local r = H.moonhive({ "runs", "show", id, "--json" }, opts)
+    return r.code == 0 and cjson.decode(r.stdout).status == status
+  end, 10000)
+end
+
 -- `moonhive eval CODE` with options placed before the code.
 function H.eval(code, opts)
   opts = opts or {}
@@ -320,38 +336,44 @@ function H.start_mockllm()
   return H.start_testserver(H.mockllm)
 end
 
--- Starts a program without waiting for it; its output is collected.
--- Returns {stdout=, stderr= (so far), exited=, code=, signal=, kill(sig), wait(ms)}.
-function H.spawn(path, args, opts)
+-- Starts a program in the background (opts: env=, cwd= as H.exec, wait_ms=).
+-- p.stdout() and p.stderr() so far, p.exited, p.kill(signal = "sigkill"),
+-- p.wait() -> {code=, signal=, stdout=, stderr=, timed_out=} once it exits
+-- (killed with SIGKILL after wait_ms, default 30 s).
+function H.spawn_program(path, args, opts)
   opts = opts or {}
+  local out, err, res = {}, {}, {}
   local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
-  local p = { out = {}, err = {}, exited = false }
-  local handle, e = uv.spawn(path, {
-    args = args or {}, cwd = opts.cwd or H.root, env = build_env(opts.env), stdio = { nil, stdout, stderr },
-  }, function(code, signal) p.exited, p.code, p.signal = true, code, signal end)
+  local p = { exited = false }
+  local handle, e = uv.spawn(path, { args = args or {}, cwd = opts.cwd or H.root, env = build_env(opts.env),
+                                     stdio = { nil, stdout, stderr } },
+                             function(code, sig) res.code, res.signal, p.exited = code, sig, true end)
   if not handle then
     stdout:close() stderr:close()
     H.flush()
     error("cannot start " .. path .. ": " .. tostring(e))
   end
+  local open = 2
   local function reader(pipe, acc)
-    pipe:read_start(function(err, chunk)
-      assert(not err, err)
-      if chunk then acc[#acc + 1] = chunk else pipe:read_stop() pipe:close() end
+    pipe:read_start(function(_, chunk)
+      if chunk then acc[#acc + 1] = chunk else pipe:close() open = open - 1 end
     end)
   end
-  reader(stdout, p.out)
-  reader(stderr, p.err)
-  function p.stdout() return table.concat(p.out) end
-  function p.stderr() return table.concat(p.err) end
-  function p.kill(sig) if not p.exited then handle:kill(sig or "sigterm") end end
-  function p.wait(ms)
-    local ok = H.wait_until(function() return p.exited end, ms or H.WAIT_MS)
-    if not ok then handle:kill("sigkill") H.wait_until(function() return p.exited end, 5000) end
+  reader(stdout, out)
+  reader(stderr, err)
+  function p.stdout() return table.concat(out) end
+  function p.stderr() return table.concat(err) end
+  function p.kill(signal) if res.code == nil then handle:kill(signal or "sigkill") end end
+  function p.wait()
+    if not H.wait_until(function() return res.code ~= nil and open == 0 end, opts.wait_ms or 30000) then
+      res.timed_out = true
+      p.kill()
+      H.wait_until(function() return res.code ~= nil and open == 0 end, 5000)
+    end
     if not handle:is_closing() then handle:close() end
-    H.wait_until(function() return stdout:is_closing() and stderr:is_closing() end, 2000)
     H.flush()
-    return ok
+    res.stdout, res.stderr = table.concat(out), table.concat(err)
+    return res
   end
   return p
 end
@@ -360,11 +382,11 @@ end
 -- address. Returns the process (H.spawn) with .port, .url(path) and
 -- .stop() -> exit code after SIGTERM.
 function H.start_service(env)
-  local p = H.spawn(H.bin, { "serve", "--port", "0" }, { env = env })
+  local p = H.spawn({ "serve", "--port", "0" }, { env = env })
   H.wait_until(function() return p.stdout():match("127%.0%.0%.1:(%d+)") or p.exited end, 15000)
   local port = tonumber(p.stdout():match("127%.0%.0%.1:(%d+)"))
   if not port then
-    p.kill("sigkill")
+    p.kill()
     p.wait()
     error("moonhive serve did not start: " .. p.stderr())
   end
@@ -372,8 +394,7 @@ function H.start_service(env)
   function p.url(path) return "http://127.0.0.1:" .. port .. (path or "") end
   function p.stop()
     p.kill("sigterm")
-    p.wait()
-    return p.code
+    return p.wait().code
   end
   return p
 end

@@ -40,35 +40,8 @@ return function(H)
     return file
   end
 
-  -- Starts `moonhive ARGS` in the background: :kill(), :stderr(), :wait() -> {code, signal, stdout, stderr}.
-  function W.start(args)
-    local out, err, res = {}, {}, {}
-    local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
-    local vars, e = uv.os_environ(), {}
-    for k, v in pairs(W.env()) do vars[k] = v or nil end
-    for k, v in pairs(vars) do e[#e + 1] = k .. "=" .. v end
-    local handle = assert(uv.spawn(H.bin, { args = args, cwd = W.project, env = e, stdio = { nil, stdout, stderr } },
-                                   function(code, sig) res.code, res.signal = code, sig end))
-    local open = 2
-    local function reader(pipe, acc)
-      pipe:read_start(function(_, chunk)
-        if chunk then acc[#acc + 1] = chunk else pipe:close() open = open - 1 end
-      end)
-    end
-    reader(stdout, out)
-    reader(stderr, err)
-    local p = {}
-    function p.stderr() return table.concat(err) end
-    function p.kill() if res.code == nil then handle:kill("sigkill") end end
-    function p.wait()
-      H.wait_until(function() return res.code ~= nil and open == 0 end, 30000)
-      if not handle:is_closing() then handle:close() end
-      H.flush()
-      res.stdout, res.stderr = table.concat(out), table.concat(err)
-      return res
-    end
-    return p
-  end
+  -- Starts `moonhive ARGS` in the background (H.spawn).
+  function W.start(args) return H.spawn(args, { cwd = W.project, env = W.env() }) end
 
   function W.run_id_of(text) return text:match("run (%x+%-%x+) started") end
 
