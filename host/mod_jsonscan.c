@@ -1,12 +1,13 @@
 /* mod_jsonscan.c — `require "jsonscan"` in the trusted runtime.
  *
- *   jsonscan.string_after(text, prefix) -> string | nil
+ *   jsonscan.string_after(text, prefix [, needed [, refused]]) -> string | nil
  *   jsonscan.picker(path, ...) -> pick;  pick(text) -> true, v1, ... | nil
  *
  * string_after finds `prefix` (which ends with a string's opening quote,
  * such as '"delta":{"content":"') in JSON text and returns that string's
- * value with its escapes decoded; nil when the prefix is absent or the
- * string is not well-formed JSON.
+ * value with its escapes decoded; nil when the prefix is absent, the string
+ * is not well-formed JSON, `needed` does not occur in the text or `refused`
+ * does (guards such as '"finish_reason":null', checked in the same call).
  *
  * A picker reads a few values out of a JSON document in one pass, without
  * building tables: its paths are compiled once ("choices.1.message.content":
@@ -132,13 +133,16 @@ malformed:
   return 0;
 }
 
-/* jsonscan.string_after(text, prefix) [-2, +1, m] */
+/* jsonscan.string_after(text, prefix [, needed [, refused]]) [-(2|3|4), +1, m] */
 static int string_after(lua_State *L) {
-  size_t len, plen;
+  size_t len, plen, nlen = 0, rlen = 0;
   const char *text = luaL_checklstring(L, 1, &len);
   const char *prefix = luaL_checklstring(L, 2, &plen);
+  const char *needed = luaL_optlstring(L, 3, NULL, &nlen);
+  const char *refused = luaL_optlstring(L, 4, NULL, &rlen);
   luaL_argcheck(L, plen > 0 && prefix[plen - 1] == '"', 2, "a prefix ending with '\"' expected");
   const char *at = memmem(text, len, prefix, plen);
+  if (at && ((needed && !memmem(text, len, needed, nlen)) || (refused && memmem(text, len, refused, rlen)))) at = NULL;
   if (at == NULL || !push_string_body(L, (const unsigned char *)at + plen, (const unsigned char *)text + len))
     lua_pushnil(L);
   return 1;
@@ -151,22 +155,21 @@ static int string_after(lua_State *L) {
 #define PICK_MAX_DEPTH 128
 #define PICK_PATH_BYTES 128
 
-typedef struct pick_seg {
-  const char *name;     /* an object key (into the path's copy), or NULL */
+/* The paths as a tree: node 0 is the document; each other node is a key or
+ * an array position under its parent. */
+typedef struct pick_node {
+  const char *name;     /* an object key (into the picker's copy of the paths), or NULL */
   size_t len;
   lua_Integer index;    /* an array position (1-based), when name is NULL */
-} pick_seg;
-
-typedef struct pick_path {
-  pick_seg segs[PICK_MAX_SEGS];
-  int nsegs;
-  int count;            /* ends in "#": the members of a container */
-  char text[PICK_PATH_BYTES];
-} pick_path;
+  int child, sibling;   /* node numbers; 0 means none */
+  uint32_t ends;        /* the paths that end here */
+} pick_node;
 
 typedef struct picker {
-  int npaths;
-  pick_path paths[PICK_MAX_PATHS];
+  int npaths, nnodes;
+  uint32_t counts;      /* the paths that end in "#" */
+  pick_node nodes[PICK_MAX_PATHS * PICK_MAX_SEGS + 1];
+  char text[PICK_MAX_PATHS][PICK_PATH_BYTES];
 } picker;
 
 enum { FOUND_NONE, FOUND_STRING, FOUND_NUMBER, FOUND_TRUE, FOUND_FALSE, FOUND_CONTAINER };
@@ -182,21 +185,31 @@ typedef struct found {
 typedef struct walk {
   const unsigned char *p, *end;
   const picker *pk;
-  found *out;
+  found *out;              /* one per path */
 } walk;
 
-static void skip_ws(walk *w) {
+static inline void skip_ws(walk *w) {
+  /* compact JSON has none: one test, most of the time */
+  if (w->p < w->end && *w->p > ' ') return;
   while (w->p < w->end && (*w->p == ' ' || *w->p == '\n' || *w->p == '\r' || *w->p == '\t')) w->p++;
 }
 
+/* The bytes that end a run of plain string text: a quote, a backslash, a
+ * control character. */
+static const unsigned char special[256] = {
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  ['"'] = 1, ['\\'] = 1,
+};
+
 /* The string whose opening quote is at w->p: its body and whether it has
  * escapes; -1 when it is malformed or holds a lone surrogate. */
-static int scan_string(walk *w, const unsigned char **body, size_t *len, int *escaped) {
+static inline int scan_string(walk *w, const unsigned char **body, size_t *len, int *escaped) {
   const unsigned char *p = w->p + 1, *end = w->end;
   *body = p;
   *escaped = 0;
   for (;;) {
-    while (p < end && *p != '"' && *p != '\\' && *p >= 0x20) p++;
+    while (end - p >= 4 && !(special[p[0]] | special[p[1]] | special[p[2]] | special[p[3]])) p += 4;
+    while (p < end && !special[*p]) p++;
     if (p >= end || *p < 0x20) return -1;
     if (*p == '"') break;
     *escaped = 1;
@@ -250,8 +263,6 @@ static int scan_literal(walk *w, const char *word, size_t n) {
   return 0;
 }
 
-static int scan_value(walk *w, uint32_t live, int depth);
-
 /* A key's body (already checked by scan_string) with its escapes decoded
  * into out; (size_t)-1 when it is too long to name any path's segment. */
 static size_t unescape_key(const unsigned char *p, size_t len, char out[PICK_PATH_BYTES]) {
@@ -287,104 +298,129 @@ static size_t unescape_key(const unsigned char *p, size_t len, char out[PICK_PAT
   return n;
 }
 
-/* The paths of `live` whose segment at `depth` names this key or position. */
-static uint32_t narrow(const walk *w, uint32_t live, int depth, const unsigned char *key, size_t klen,
-                       lua_Integer index) {
-  uint32_t child = 0;
-  for (int i = 0; live; i++, live >>= 1) {
-    if (!(live & 1)) continue;
-    const pick_seg *seg = &w->pk->paths[i].segs[depth];
-    if (key ? seg->name && seg->len == klen && memcmp(seg->name, key, klen) == 0 : !seg->name && seg->index == index)
-      child |= (uint32_t)1 << i;
+/* The child of `node` named by this key, or NULL. */
+static const pick_node *key_child(const picker *pk, const pick_node *node, const unsigned char *key, size_t klen,
+                                  int escaped) {
+  char plain[PICK_PATH_BYTES];
+  if (escaped) { /* "\u006dodel" is "model" */
+    klen = unescape_key(key, klen, plain);
+    if (klen == (size_t)-1) return NULL;
+    key = (const unsigned char *)plain;
   }
-  return child;
+  for (int c = node->child; c; c = pk->nodes[c].sibling) {
+    const pick_node *n = &pk->nodes[c];
+    if (n->len == klen && n->name && n->name[0] == (char)key[0] && memcmp(n->name, key, klen) == 0) return n;
+  }
+  return NULL;
 }
 
-/* An object or array at w->p; returns its number of members, or -1. */
-static lua_Integer scan_container(walk *w, uint32_t live, int depth) {
-  int object = *w->p == '{';
-  unsigned char close = object ? '}' : ']';
-  lua_Integer n = 0;
-  w->p++;
-  skip_ws(w);
-  if (w->p < w->end && *w->p == close) {
-    w->p++;
-    return 0;
-  }
-  for (;;) {
-    uint32_t child = 0;
-    skip_ws(w);
-    if (object) {
-      const unsigned char *key;
-      size_t klen;
-      int escaped;
-      if (w->p >= w->end || *w->p != '"' || scan_string(w, &key, &klen, &escaped) != 0) return -1;
-      if (live && escaped) { /* "\u006dodel" is "model" */
-        char plain[PICK_PATH_BYTES];
-        size_t plen = unescape_key(key, klen, plain);
-        if (plen != (size_t)-1) child = narrow(w, live, depth, (const unsigned char *)plain, plen, 0);
-      } else if (live) {
-        child = narrow(w, live, depth, key, klen, 0);
-      }
-      skip_ws(w);
-      if (w->p >= w->end || *w->p != ':') return -1;
-      w->p++;
-    } else if (live) {
-      child = narrow(w, live, depth, NULL, 0, n + 1);
-    }
-    if (scan_value(w, child, depth + 1) != 0) return -1;
-    n++;
-    skip_ws(w);
-    if (w->p >= w->end) return -1;
-    if (*w->p == ',') {
-      w->p++;
-      continue;
-    }
-    if (*w->p != close) return -1;
-    w->p++;
-    return n;
-  }
+/* The child of `node` for array position `index`, or NULL. */
+static const pick_node *index_child(const picker *pk, const pick_node *node, lua_Integer index) {
+  for (int c = node->child; c; c = pk->nodes[c].sibling)
+    if (!pk->nodes[c].name && pk->nodes[c].index == index) return &pk->nodes[c];
+  return NULL;
 }
 
-/* The value at w->p, which the paths in `live` have reached (their first
- * `depth` segments matched); records it for those that end here. */
-static int scan_value(walk *w, uint32_t live, int depth) {
-  uint32_t here = 0, deeper = 0;
-  for (int i = 0; live >> i; i++)
-    if (live >> i & 1) {
-      if (w->pk->paths[i].nsegs == depth) here |= (uint32_t)1 << i;
-      else deeper |= (uint32_t)1 << i;
-    }
-  if (depth > PICK_MAX_DEPTH) return -1;
+/* Records value f for the paths that end at node; -1 when it is a number
+ * too long to convert. */
+static int record(walk *w, const pick_node *node, const found *f) {
+  if (f->kind == FOUND_NUMBER && f->len > 63) return -1;
+  for (int i = 0; node->ends >> i; i++)
+    if (node->ends >> i & 1) w->out[i] = *f;
+  return 0;
+}
+
+/* One open object or array while walking. */
+typedef struct frame {
+  const pick_node *node;    /* where its members are looked up (NULL: nowhere) */
+  const pick_node *target;  /* the node the container itself reached */
+  lua_Integer members;
+  int object;
+} frame;
+
+/* Walks the document at w->p once, checking it against the grammar, with
+ * an explicit stack (no recursion); returns 0, or -1 when it is malformed. */
+static int walk_document(walk *w) {
+  frame stack[PICK_MAX_DEPTH];
+  int depth = 0;
+  const pick_node *cur = &w->pk->nodes[0];  /* where the next value is */
+  found f;
+value:
   skip_ws(w);
   if (w->p >= w->end) return -1;
-  found f = {FOUND_NONE, w->p, 0, 0, 0};
+  f.s = w->p;
+  f.len = 0;
+  f.escaped = 0;
   switch (*w->p) {
-    case '{': case '[':
-      f.kind = FOUND_CONTAINER;
-      if ((f.members = scan_container(w, deeper, depth)) < 0) return -1;
-      break;
+    case '{': case '[': {
+      if (depth == PICK_MAX_DEPTH) return -1;
+      frame *fr = &stack[depth++];
+      fr->object = *w->p == '{';
+      fr->node = cur && cur->child ? cur : NULL;
+      fr->target = cur;
+      fr->members = 0;
+      w->p++;
+      skip_ws(w);
+      if (w->p < w->end && *w->p == (fr->object ? '}' : ']')) {
+        w->p++;
+        goto close;
+      }
+      if (fr->object) goto key;
+      cur = fr->node ? index_child(w->pk, fr->node, 1) : NULL;
+      goto value;
+    }
     case '"':
       f.kind = FOUND_STRING;
       if (scan_string(w, &f.s, &f.len, &f.escaped) != 0) return -1;
       break;
     case 't': f.kind = FOUND_TRUE; if (scan_literal(w, "true", 4) != 0) return -1; break;
     case 'f': f.kind = FOUND_FALSE; if (scan_literal(w, "false", 5) != 0) return -1; break;
-    case 'n': if (scan_literal(w, "null", 4) != 0) return -1; break;
+    case 'n': f.kind = FOUND_NONE; if (scan_literal(w, "null", 4) != 0) return -1; break;
     default:
       f.kind = FOUND_NUMBER;
       if (scan_number(w) != 0) return -1;
       f.len = (size_t)(w->p - f.s);
-      if (here && f.len > 63) return -1;
   }
-  for (int i = 0; here >> i; i++)
-    if (here >> i & 1) w->out[i] = f;
-  return 0;
+  if (cur && cur->ends && record(w, cur, &f) != 0) return -1;
+next:                                   /* after a member: ",", or the end of its container */
+  if (depth == 0) return 0;
+  stack[depth - 1].members++;
+  skip_ws(w);
+  if (w->p >= w->end) return -1;
+  if (*w->p == ',') {
+    frame *fr = &stack[depth - 1];
+    w->p++;
+    if (fr->object) goto key;
+    cur = fr->node ? index_child(w->pk, fr->node, fr->members + 1) : NULL;
+    goto value;
+  }
+  if (*w->p != (stack[depth - 1].object ? '}' : ']')) return -1;
+  w->p++;
+close:                                  /* a container ended */
+  depth--;
+  if (stack[depth].target && stack[depth].target->ends) {
+    f.kind = FOUND_CONTAINER;
+    f.members = stack[depth].members;
+    if (record(w, stack[depth].target, &f) != 0) return -1;
+  }
+  goto next;
+key: {                                  /* an object's key and its colon */
+    const unsigned char *k;
+    size_t klen;
+    int escaped;
+    skip_ws(w);
+    if (w->p >= w->end || *w->p != '"' || scan_string(w, &k, &klen, &escaped) != 0) return -1;
+    cur = stack[depth - 1].node ? key_child(w->pk, stack[depth - 1].node, k, klen, escaped) : NULL;
+    skip_ws(w);
+    if (w->p >= w->end || *w->p != ':') return -1;
+    w->p++;
+    goto value;
+  }
 }
 
-/* [-0, +1, m] the value a path asked for */
-static void push_found(lua_State *L, const pick_path *path, const found *f) {
-  if (path->count) {
+/* [-0, +1, m] the value path i asked for */
+static void push_found(lua_State *L, const picker *pk, int i, const found *f) {
+  if (pk->counts >> i & 1) {
     if (f->kind == FOUND_CONTAINER) lua_pushinteger(L, f->members);
     else lua_pushnil(L);
     return;
@@ -413,9 +449,9 @@ static int pick(lua_State *L) {
   size_t len;
   const char *text = luaL_checklstring(L, 1, &len);
   found out[PICK_MAX_PATHS];
-  memset(out, 0, sizeof out);
+  for (int i = 0; i < pk->npaths; i++) out[i].kind = FOUND_NONE;
   walk w = {(const unsigned char *)text, (const unsigned char *)text + len, pk, out};
-  int ok = scan_value(&w, ((uint32_t)1 << pk->npaths) - 1, 0) == 0;
+  int ok = walk_document(&w) == 0;
   if (ok) skip_ws(&w);
   if (!ok || w.p != w.end) { /* not JSON, or something after the document */
     lua_pushnil(L);
@@ -423,43 +459,50 @@ static int pick(lua_State *L) {
   }
   luaL_checkstack(L, pk->npaths + 1, "jsonscan pick");
   lua_pushboolean(L, 1);
-  for (int i = 0; i < pk->npaths; i++) push_found(L, &pk->paths[i], &out[i]);
+  for (int i = 0; i < pk->npaths; i++) push_found(L, pk, i, &out[i]);
   return 1 + pk->npaths;
 }
 
-/* [-0, +0, v] compiles path string `arg` into *path; raises when it is bad */
-static void compile_path(lua_State *L, int arg, pick_path *path) {
+/* [-0, +0, v] adds path string `arg` (path i) to the picker's tree; raises when it is bad */
+static void compile_path(lua_State *L, int arg, picker *pk, int i) {
   size_t len;
   const char *s = luaL_checklstring(L, arg, &len);
   luaL_argcheck(L, len < PICK_PATH_BYTES, arg, "path too long");
-  memcpy(path->text, s, len + 1);
-  char *p = path->text, *end = path->text + len;
-  if (len > 0 && end[-1] == '#') path->count = 1, *--end = '\0';
-  path->nsegs = 0;
-  if (p == end) return;
-  for (;;) {
+  char *p = pk->text[i], *end = p + len;
+  memcpy(p, s, len + 1);
+  if (len > 0 && end[-1] == '#') pk->counts |= (uint32_t)1 << i, *--end = '\0';
+  int node = 0, nsegs = 0;
+  while (p < end) {
     char *dot = memchr(p, '.', (size_t)(end - p));
     char *stop = dot ? dot : end;
-    luaL_argcheck(L, stop > p, arg, "empty segment in path");
-    luaL_argcheck(L, path->nsegs < PICK_MAX_SEGS, arg, "path too deep");
-    pick_seg *seg = &path->segs[path->nsegs++];
+    luaL_argcheck(L, stop > p && (!dot || dot + 1 < end), arg, "empty segment in path");
+    luaL_argcheck(L, ++nsegs <= PICK_MAX_SEGS, arg, "path too deep");
+    pick_node seg = {p, (size_t)(stop - p), 0, 0, 0, 0};
     int number = 1;
-    lua_Integer index = 0;
     for (char *c = p; c < stop; c++) {
-      if (!is_digit((unsigned char)*c) || index > 100000000) number = 0;
-      else index = index * 10 + (*c - '0');
+      if (!is_digit((unsigned char)*c) || seg.index > 100000000) number = 0;
+      else seg.index = seg.index * 10 + (*c - '0');
     }
     if (number) {
-      luaL_argcheck(L, index > 0, arg, "array positions start at 1");
-      seg->name = NULL;
-      seg->index = index;
+      luaL_argcheck(L, seg.index > 0, arg, "array positions start at 1");
+      seg.name = NULL;
     } else {
-      seg->name = p;
-      seg->len = (size_t)(stop - p);
+      seg.index = 0;
     }
-    if (!dot) return;
-    p = dot + 1;
+    int c = pk->nodes[node].child;
+    while (c && !(seg.name ? pk->nodes[c].name && pk->nodes[c].len == seg.len && memcmp(pk->nodes[c].name, seg.name, seg.len) == 0
+                           : !pk->nodes[c].name && pk->nodes[c].index == seg.index))
+      c = pk->nodes[c].sibling;
+    if (!c) { /* a new node, first among its siblings */
+      c = pk->nnodes++;
+      seg.sibling = pk->nodes[node].child;
+      pk->nodes[c] = seg;
+      pk->nodes[node].child = c;
+    }
+    node = c;
+    p = stop + 1;
   }
+  pk->nodes[node].ends |= (uint32_t)1 << i;
 }
 
 /* jsonscan.picker(path, ...) -> pick [-n, +1, m] */
@@ -469,7 +512,8 @@ static int new_picker(lua_State *L) {
   picker *pk = lua_newuserdatauv(L, sizeof *pk, 0);
   memset(pk, 0, sizeof *pk);
   pk->npaths = n;
-  for (int i = 0; i < n; i++) compile_path(L, i + 1, &pk->paths[i]);
+  pk->nnodes = 1;
+  for (int i = 0; i < n; i++) compile_path(L, i + 1, pk, i);
   lua_pushcclosure(L, pick, 1);
   return 1;
 }

@@ -9,7 +9,14 @@ local C = require "moonhive.providers.common"
 
 local _M = {}
 
-local find = string.find
+local jsonscan = require "jsonscan"
+local picker, string_after = jsonscan.picker, jsonscan.string_after
+
+-- The fields of an ordinary reply, read in one pass without decoding the
+-- whole document (host/mod_jsonscan.c); a reply with tool calls (or anything
+-- the picker leaves alone) goes through the full decoder.
+local read_reply = picker("choices.1.message.content", "choices.1.message.tool_calls#", "choices.1.finish_reason",
+                          "model", "usage#", "usage.prompt_tokens", "usage.completion_tokens")
 
 local function base_url() return C.base_url("OPENAI_BASE_URL", "https://api.openai.com/v1") end
 
@@ -126,6 +133,13 @@ local function chat_once(req, model)
   if res.status ~= 200 then
     return nil, retry.http_error(res, C.error_message(res.body, "request failed"))
   end
+  -- the common reply: text, no tool calls
+  local ok, content, ncalls, finish, m, nusage, pin, pout = read_reply(res.body)
+  if ok and type(content) == "string" and not (ncalls and ncalls > 0) then
+    return { content = content, finish_reason = type(finish) == "string" and finish or nil,
+             usage = nusage and { input = C.count(pin), output = C.count(pout) } or nil,
+             model = type(m) == "string" and m or model }
+  end
   local v = C.decode(res.body)
   local choice = type(v) == "table" and type(v.choices) == "table" and v.choices[1]
   if type(choice) ~= "table" or type(choice.message) ~= "table" then
@@ -138,20 +152,18 @@ end
 local function chat_stream(req, model, emit)
   local parts, calls, finish, usage, done, emitted, failure = {}, {}, nil, nil, false, false, nil
   local res, err = request(req, "/chat/completions", body_for(req, model, true), {
-    sse = function(ev)
-      local data = ev.data
+    sse_data = function(data)
       if data == "[DONE]" then done = true return end
-      -- the common chunk: one content delta, nothing finished yet
-      if find(data, '"finish_reason":null', 1, true) and not find(data, '"tool_calls"', 1, true) then
-        local text = C.string_after(data, '"delta":{"content":"')
-        if text then
-          if text ~= "" then
-            parts[#parts + 1] = text
-            emitted = true
-            if emit(text) == false then return false end
-          end
-          return
+      -- the common chunk: one content delta, nothing finished yet (one C
+      -- call: a full walk of each chunk cost more than these three searches)
+      local text = string_after(data, '"delta":{"content":"', '"finish_reason":null', '"tool_calls"')
+      if text then
+        if text ~= "" then
+          parts[#parts + 1] = text
+          emitted = true
+          if emit(text) == false then return false end
         end
+        return
       end
       local chunk = C.decode(data)
       if type(chunk) ~= "table" then failure = "malformed stream event" return false end
