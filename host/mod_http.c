@@ -699,9 +699,12 @@ static void copy_options(lua_State *L, int idx);
 
 static int http_request(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  /* Read a raw copy: options behind __index could change between the checks
-   * and their use. */
-  copy_options(L, 1);
+  /* A script's options are read from a raw copy: options behind __index
+   * could change between the checks and their use. The trusted runtime
+   * builds a fresh plain table for every request (a model call), so it
+   * skips the copy. */
+  if (!mh_vm_of(L)->trusted || lua_getmetatable(L, 1)) copy_options(L, 1);
+  else lua_pushvalue(L, 1);
   lua_replace(L, 1);
   lua_settop(L, 1);
   return start_request(L);
