@@ -229,7 +229,19 @@ static void test_jsonscan(void **state) {
     "assert(after([[{\"c\":\"\\u12\"}]], P) == nil)\n"                              /* short \\u */
     "assert(after('{\"c\":\"a\\nb\"}', P) == nil)\n"                                /* a raw control character */
     "assert(after('{\"d\":1}', P) == nil)\n"                                           /* no prefix */
-    "assert(not pcall(after, 'x', 'no quote'))\n"),
+    "assert(not pcall(after, 'x', 'no quote'))\n"
+    /* guards, and needles at every offset (16 places are tried at once) */
+    "assert(after('{\"c\":\"v\",\"f\":null}', P, '\"f\":null', '\"t\"') == 'v')\n"
+    "assert(after('{\"c\":\"v\",\"f\":1}', P, '\"f\":null', '\"t\"') == nil)\n"
+    "assert(after('{\"c\":\"v\",\"t\":[],\"f\":null}', P, '\"f\":null', '\"t\"') == nil)\n"
+    "for pad = 0, 70 do for tail = 0, 20 do\n"
+    "  local t = ('\"x'):rep(pad // 2) .. ('y'):rep(pad % 2) .. '{\"c\":\"v' .. pad .. '\"}' .. ('z'):rep(tail)\n"
+    "  assert(after(t, P) == 'v' .. pad, t)\n"
+    "  assert(after(t .. 'NEED', P, 'NEED') == 'v' .. pad and after(t, P, 'NEED') == nil)\n"
+    "  assert(after(t, P, nil, 'zz') == (tail < 2 and 'v' .. pad or nil))\n"
+    "  assert(after(('z'):rep(tail) .. t:sub(1, -tail - 3), P) == nil)\n"
+    "end end\n"
+    "assert(not pcall(after, 'x', P, 'x'))\n"),
     LUA_OK);
   lua_close(L);
 }
