@@ -337,16 +337,16 @@ describe("http module", function()
       }, v.events)
     end)
 
-    it("returning false stops the stream and sets aborted", function()
-      local v = value_of([[
-        local n = 0
-        local r = assert(http.request{
-          url = U .. "/sse?n=100&delay=50",
-          sse = function(ev) n = n + 1 if ev.event == "tick" then return false end end,
-        })
-        emit({n = n, aborted = r.aborted})
-      ]])
-      assert.same({n = 3, aborted = true}, v)
+    it("returning false stops the stream and sets aborted (sse and sse_data)", function()
+      for _, callback in ipairs{"sse = function(ev) n = n + 1 if ev.event == 'tick' then return false end end",
+                                "sse_data = function(data, event) n = n + 1 if event == 'tick' then return false end end"} do
+        local v = value_of([[
+          local n = 0
+          local r = assert(http.request{url = U .. "/sse?n=100&delay=50", ]] .. callback .. [[})
+          emit({n = n, aborted = r.aborted})
+        ]])
+        assert.same({n = 3, aborted = true}, v)
+      end
     end)
 
     it("returning false stops delivery even when the stream had already ended", function()
@@ -405,18 +405,6 @@ describe("http module", function()
         {event = "tick", data = '{"i":0}', more = "none"},
         {event = "tick", data = '{"i":1}', more = "none"},
       }, v.events)
-    end)
-
-    it("returning false stops the stream and sets aborted", function()
-      local v = value_of([[
-        local n = 0
-        local r = assert(http.request{
-          url = U .. "/sse?n=100&delay=50",
-          sse_data = function(data, event) n = n + 1 if event == "tick" then return false end end,
-        })
-        emit({n = n, aborted = r.aborted})
-      ]])
-      assert.same({n = 3, aborted = true}, v)
     end)
 
     it("is one of stream, sse and sse_data, and a function", function()
