@@ -399,10 +399,12 @@ int mh_bridge_call(lua_State *L, const mh_bridge_spec *spec) {
   c->result_ref = LUA_NOREF;
   c->queue.charge_to = vm;
   c->op.released = 1;                               /* until it is attached */
-  request_without_stream(L);                        /* req callback call plain */
   if (!lua_isnil(L, 2)) {                           /* the runtime should stream */
+    request_without_stream(L);                      /* req callback call plain */
     lua_pushboolean(L, 1);
     lua_setfield(L, -2, "stream_deltas");
+  } else {
+    lua_pushvalue(L, 1);                            /* req callback call req: nothing to leave out */
   }
 
   char err[512];

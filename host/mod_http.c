@@ -4,7 +4,8 @@
  *       timeout=, connect_timeout=, idle_timeout= (ms), max_body=,
  *       follow_redirects=, compressed=, http_version="1.1"|"2",
  *       stream=function(chunk) end  -- body pieces as they arrive
- *       sse=function(ev) end }      -- {event=, data=, id=, retry=} records
+ *       sse=function(ev) end        -- {event=, data=, id=, retry=} records
+ *       sse_data=function(data, event) end } -- the same events, no table
  *   http.get(url [, opts]), http.post(url, body [, opts])
  *
  * res = {status=, headers={lower-case name = value}, body=, url=,
@@ -42,6 +43,8 @@
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000
 
 typedef enum { BODY_BUFFER, BODY_STREAM, BODY_SSE } body_mode;
+/* the name of each streaming mode's option */
+static const char *const callback_field[] = {NULL, "stream", "sse"};
 
 typedef struct http_req {
   mh_op op;
@@ -50,6 +53,7 @@ typedef struct http_req {
   mh_vm *vm;
   struct curl_slist *headers;
   body_mode mode;
+  int sse_args;           /* sse_data: events as (data, event), not tables */
   int in_callback;        /* the continuation is running the script's callback */
   int done;               /* curl finished (or we stopped it) */
   CURLcode result;
@@ -302,7 +306,8 @@ static int push_result(lua_State *L, http_req *r) {
 
 /* ---- the continuation: deliver what arrived, then wait or finish ---- */
 
-/* [-0, +1, m] pushes the next SSE event parsed from pending data; 0 if none */
+/* [-0, +n, m] pushes the next SSE event parsed from pending data (a record,
+ * or data and event name for sse_data); returns how many values, 0 if none */
 static int next_sse_event(lua_State *L, http_req *r) {
   while (r->pending_off < r->pending.len) {
     mh_sse_event ev;
@@ -322,6 +327,11 @@ static int next_sse_event(lua_State *L, http_req *r) {
       scrub(r->secret, (char *)ev.data, ev.data_len);
       scrub(r->secret, (char *)ev.event, ev.event_len);
       if (ev.id) scrub(r->secret, (char *)ev.id, ev.id_len);
+      if (r->sse_args) {
+        lua_pushlstring(L, ev.data, ev.data_len);
+        lua_pushlstring(L, ev.event, ev.event_len);
+        return 2;
+      }
       lua_createtable(L, 0, 4);
       lua_pushlstring(L, ev.event, ev.event_len);
       lua_setfield(L, -2, "event");
@@ -341,7 +351,7 @@ static int next_sse_event(lua_State *L, http_req *r) {
   return 0;
 }
 
-/* [-0, +1, m] pushes the next value for the script's callback; 0 if none */
+/* [-0, +n, m] pushes the next values for the script's callback; returns how many, 0 if none */
 static int next_delivery(lua_State *L, http_req *r) {
   if (r->aborted || r->pending.len == r->pending_off) return 0;
   if (r->mode == BODY_SSE) return next_sse_event(L, r); /* scrubs whole events */
@@ -369,11 +379,12 @@ static void callback_returned(lua_State *L, http_req *r) {
 
 static int request_step(lua_State *L, http_req *r) {
   for (;;) {
-    if (next_delivery(L, r)) {                       /* opts callback value */
+    int n = next_delivery(L, r);
+    if (n) {                                         /* opts callback req values */
       lua_pushvalue(L, 2);
-      lua_insert(L, -2);
+      lua_insert(L, -(n + 1));
       r->in_callback = 1;
-      int status = lua_pcallk(L, 1, 1, 0, REQ_SLOT, request_k);
+      int status = lua_pcallk(L, n, 1, 0, REQ_SLOT, request_k);
       if (status != LUA_OK) return request_k(L, status, REQ_SLOT);
       callback_returned(L, r);
       continue;
@@ -415,6 +426,7 @@ typedef struct request_args {
   lua_Integer timeout_ms, connect_timeout_ms, idle_timeout_ms, max_body;
   int follow, has_headers, compressed;
   body_mode mode;
+  int sse_args;
 } request_args;
 
 static lua_Integer opt_ms(lua_State *L, const char *field, lua_Integer def) {
@@ -506,14 +518,21 @@ static void read_args(lua_State *L, request_args *a) {
     a->has_headers = 1;
   }
   lua_pop(L, 1);
-  int has_stream = lua_getfield(L, 1, "stream") != LUA_TNIL;
-  int has_sse = lua_getfield(L, 1, "sse") != LUA_TNIL;
-  if (has_stream && has_sse) luaL_error(L, "http: give either 'stream' or 'sse', not both");
-  if (has_stream || has_sse) {
-    luaL_argexpected(L, lua_isfunction(L, has_sse ? -1 : -2), 1, has_sse ? "sse as a function" : "stream as a function");
-    a->mode = has_sse ? BODY_SSE : BODY_STREAM;
+  static const char *const modes[] = {"stream", "sse", "sse_data"};
+  static const char *const expected[] = {"stream as a function", "sse as a function", "sse_data as a function"};
+  int given = -1;
+  for (int i = 0; i < 3; i++) {
+    if (lua_getfield(L, 1, modes[i]) != LUA_TNIL) {
+      if (given >= 0) luaL_error(L, "http: give only one of 'stream', 'sse' and 'sse_data'");
+      luaL_argexpected(L, lua_isfunction(L, -1), 1, expected[i]);
+      given = i;
+    }
+    lua_pop(L, 1);
   }
-  lua_pop(L, 2);
+  if (given >= 0) {
+    a->mode = given == 0 ? BODY_STREAM : BODY_SSE;
+    a->sse_args = given == 2;
+  }
 }
 
 /* Builds the header list; returns 0, or -1 when memory runs out. */
@@ -639,12 +658,14 @@ static int start_request(lua_State *L) {
     return 2;
   }
   lua_settop(L, 1);
-  lua_getfield(L, 1, a.mode == BODY_SSE ? "sse" : "stream");  /* opts callback|nil */
+  if (a.mode == BODY_BUFFER) lua_pushnil(L);                  /* opts callback|nil */
+  else lua_getfield(L, 1, a.sse_args ? "sse_data" : callback_field[a.mode]);
   http_req *r = mh_op_new(L, sizeof *r, &http_type);           /* opts callback req */
   /* Acquire: nothing below raises; every failure goes through req_release. */
   r->http = http;
   r->vm = vm;
   r->mode = a.mode;
+  r->sse_args = a.sse_args;
   r->max_body = a.max_body > 0 ? (size_t)a.max_body : (size_t)-1;
   r->idle_ms = (uint64_t)a.idle_timeout_ms;
   r->secret = a.secret;
@@ -678,9 +699,12 @@ static void copy_options(lua_State *L, int idx);
 
 static int http_request(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  /* Read a raw copy: options behind __index could change between the checks
-   * and their use. */
-  copy_options(L, 1);
+  /* A script's options are read from a raw copy: options behind __index
+   * could change between the checks and their use. The trusted runtime
+   * builds a fresh plain table for every request (a model call), so it
+   * skips the copy. */
+  if (!mh_vm_of(L)->trusted || lua_getmetatable(L, 1)) copy_options(L, 1);
+  else lua_pushvalue(L, 1);
   lua_replace(L, 1);
   lua_settop(L, 1);
   return start_request(L);

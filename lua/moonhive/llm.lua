@@ -143,6 +143,17 @@ function _M.chat(req, emit, caller)
   return res, err
 end
 
+-- One attempt of a call, within the call's deadline (if it has one).
+local function attempt_chat(attempt, provider, req, model, emit, deadline)
+  if deadline then
+    req.timeout_left = math.floor(deadline - time.monotonic())
+    if req.timeout_left <= 0 then return nil, { message = "timeout", retryable = false } end
+  end
+  return provider.chat(req, model, emit, attempt)
+end
+
+local function attempt_embed(attempt, provider, req, model) return provider.embed(req, model, attempt) end
+
 -- The call itself: result | nil, message; then the provider's name and the model.
 function _M.chat_call(req, emit)
   local err = check_request(req)
@@ -164,13 +175,7 @@ function _M.chat_call(req, emit)
   g:acquire()
   -- `timeout` is the whole call's, retries and waits included
   local deadline = tonumber(req.timeout) and time.monotonic() + tonumber(req.timeout)
-  local res, e = retry.call(function(attempt)
-    if deadline then
-      req.timeout_left = math.floor(deadline - time.monotonic())
-      if req.timeout_left <= 0 then return nil, { message = "timeout", retryable = false } end
-    end
-    return provider.chat(req, model, emit, attempt)
-  end, req.retry)
+  local res, e = retry.call(attempt_chat, req.retry, provider, req, model, emit, deadline)
   g:release()
   if not res then return nil, pname .. ": " .. tostring(e), pname, model end
   if key then cache.put(key, res) end
@@ -188,7 +193,7 @@ function _M.embed(req)
   if not provider.embed then return nil, pname .. " has no embeddings" end
   local g = gate(pname)
   g:acquire()
-  local res, e = retry.call(function(attempt) return provider.embed(req, model, attempt) end, req.retry)
+  local res, e = retry.call(attempt_embed, req.retry, provider, req, model)
   g:release()
   if not res then return nil, pname .. ": " .. tostring(e) end
   res.model, res.provider = res.model or model, pname

@@ -2,22 +2,24 @@
 -- jitter, honouring Retry-After, only for errors marked retryable (429, 5xx,
 -- Anthropic's 529, connection failures), never after a stream has started.
 --
--- fn(attempt) returns a result, or nil and an error table
--- {message = "...", retryable = bool, retry_after_ms = n?}.
+-- call(fn, opts, ...): fn(attempt, ...) returns a result, or nil and an
+-- error table {message = "...", retryable = bool, retry_after_ms = n?}.
+-- (Arguments pass through `...`, so callers need no closure per call.)
 -- Options (a request's `retry` table): attempts (4), base_ms (500), max_ms (20000).
 
 local _M = {}
 
 local floor, min, random = math.floor, math.min, math.random
+local NO_OPTIONS = {}
 
-function _M.call(fn, opts)
-  opts = opts or {}
+function _M.call(fn, opts, ...)
+  opts = opts or NO_OPTIONS
   local attempts = tonumber(opts.attempts) or 4
   local base = tonumber(opts.base_ms) or 500
   local cap = tonumber(opts.max_ms) or 20000
   local last
   for attempt = 1, attempts do
-    local res, err = fn(attempt)
+    local res, err = fn(attempt, ...)
     if res ~= nil then return res end
     last = err
     local retryable = type(err) == "table" and err.retryable

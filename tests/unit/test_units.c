@@ -229,8 +229,95 @@ static void test_jsonscan(void **state) {
     "assert(after([[{\"c\":\"\\u12\"}]], P) == nil)\n"                              /* short \\u */
     "assert(after('{\"c\":\"a\\nb\"}', P) == nil)\n"                                /* a raw control character */
     "assert(after('{\"d\":1}', P) == nil)\n"                                           /* no prefix */
-    "assert(not pcall(after, 'x', 'no quote'))\n"),
+    "assert(not pcall(after, 'x', 'no quote'))\n"
+    /* guards, and needles at every offset (16 places are tried at once) */
+    "assert(after('{\"c\":\"v\",\"f\":null}', P, '\"f\":null', '\"t\"') == 'v')\n"
+    "assert(after('{\"c\":\"v\",\"f\":1}', P, '\"f\":null', '\"t\"') == nil)\n"
+    "assert(after('{\"c\":\"v\",\"t\":[],\"f\":null}', P, '\"f\":null', '\"t\"') == nil)\n"
+    "for pad = 0, 70 do for tail = 0, 20 do\n"
+    "  local t = ('\"x'):rep(pad // 2) .. ('y'):rep(pad % 2) .. '{\"c\":\"v' .. pad .. '\"}' .. ('z'):rep(tail)\n"
+    "  assert(after(t, P) == 'v' .. pad, t)\n"
+    "  assert(after(t .. 'NEED', P, 'NEED') == 'v' .. pad and after(t, P, 'NEED') == nil)\n"
+    "  assert(after(t, P, nil, 'zz') == (tail < 2 and 'v' .. pad or nil))\n"
+    "  assert(after(('z'):rep(tail) .. t:sub(1, -tail - 3), P) == nil)\n"
+    "end end\n"
+    "assert(not pcall(after, 'x', P, 'x'))\n"),
     LUA_OK);
+  lua_close(L);
+}
+
+/* ---- jsonscan pickers: values out of a document in one pass ---- */
+
+int luaopen_cjson(lua_State *L);
+
+static void test_jsonscan_picker(void **state) {
+  (void)state;
+  lua_State *L = luaL_newstate();
+  luaL_openlibs(L);
+  luaL_requiref(L, "jsonscan", luaopen_mh_jsonscan, 1);
+  luaL_requiref(L, "cjson", luaopen_cjson, 1);
+  lua_pop(L, 2);
+  int rc = luaL_dostring(L,
+    "local P = jsonscan.picker\n"
+    "local function same(got, want) for i = 1, math.max(#want, want.n or 0) do\n"
+    "  if got[i] ~= want[i] or math.type(got[i]) ~= math.type(want[i]) then\n"
+    "    error(('value %d: %s (%s) vs %s'):format(i, tostring(got[i]), math.type(got[i]), tostring(want[i])), 2) end end end\n"
+    "local reply = P('choices.1.message.content', 'choices.1.message.tool_calls#', 'choices.1.finish_reason',\n"
+    "                'model', 'usage#', 'usage.prompt_tokens', 'usage.completion_tokens')\n"
+    /* an ordinary reply, with whitespace and keys it does not ask for */
+    "same({reply(' {\"id\":\"x\", \"model\" : \"m-1\",\"choices\":[ {\"index\":0,\"message\":{\"role\":\"assistant\",'\n"
+    "  .. '\"content\":\"hi\",\"refusal\":null,\"annotations\":[]},\"logprobs\":null,\"finish_reason\":\"stop\"}],'\n"
+    "  .. '\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3.5,\"details\":{\"x\":[1,{\"y\":-1e3}]}}}\\n')},\n"
+    "     {true, 'hi', nil, 'stop', 'm-1', 3, 2, 3.5, n = 8})\n"
+    /* tool calls are counted; a container at a plain path reads nil; usage missing */
+    "same({reply('{\"choices\":[{\"message\":{\"content\":null,\"tool_calls\":[{\"id\":\"a\"},{\"id\":\"b\"}]},'\n"
+    "  .. '\"finish_reason\":{\"odd\":1}}]}')}, {true, nil, 2, nil, nil, nil, nil, nil, n = 8})\n"
+    "same({reply('{\"usage\":null,\"model\":[\"x\"]}')}, {true, nil, nil, nil, nil, nil, nil, nil, n = 8})\n"
+    /* escapes: decoded as cjson decodes them */
+    "local s = P('s')\n"
+    "same({s([[{\"s\":\"q\\\"x\\\\y\\/z\\n\\t\\b\\f\\r\"}]])}, {true, 'q\"x\\\\y/z\\n\\t\\b\\f\\r'})\n"
+    "same({s([[{\"s\":\"\\u00e9\\u20ac \\ud83d\\ude00\"}]])}, {true, '\\u{e9}\\u{20ac} \\u{1F600}'})\n"
+    "same({s('{\"s\":\"\\xc3\\xa9 raw\"}')}, {true, '\\u{e9} raw'})\n"
+    "assert(s([[{\"s\":\"\\ud83dx\"}]]) == nil and s([[{\"s\":\"\\ude00\"}]]) == nil)\n"   /* lone halves */
+    "same({s([[{\"\\u0073\":\"x\"}]])}, {true, 'x'})\n"   /* an escaped key */
+    "same({s([[{\"\\u0074\":1,\"s\":\"x\"}]])}, {true, 'x'})\n"                     /* ...elsewhere is fine */
+    /* numbers, literals, positions, duplicates, the document itself */
+    "local v = P('a.1', 'a.2', 'a.3', 'a.4', 'a.5', 'a.6', 'a#', '#', '')\n"
+    "same({v('{\"a\":[0,-12,1.5e2,true,false,null]}')}, {true, 0, -12, 150.0, true, false, nil, 6, 1, nil, n = 10})\n"
+    "same({v('{\"a\":{\"1\":\"not a position\"}}')}, {true, nil, nil, nil, nil, nil, nil, 1, 1, nil, n = 10})\n"
+    "same({P('')(' \"top\" ')}, {true, 'top'})\n"
+    "same({P('k')('{\"k\":1,\"k\":2}')}, {true, 2})\n"
+    "same({P('k')('[{\"k\":1}]')}, {true, nil, n = 2})\n"
+    /* not JSON, or something left to a full decoder: nil alone */
+    "for _, bad in ipairs{'', '{', '{\"k\":1,}', '{\"k\":1} x', '{\"k\":01}', '{\"k\":1.}', '{\"k\":-}',\n"
+    "    '{\"k\":\"a\\tb\"}', '{\"k\":\"open}', '{\"k\":tru}', '{\"k\" 1}', '[1 2]', '{k:1}', \"{'k':1}\",\n"
+    "    '{\"k\":\"bad\\\\q\"}', '{\"k\":1' .. ('0'):rep(70) .. '}'} do\n"
+    "  local r = table.pack(P('k')(bad))\n"
+    "  if r[1] ~= nil or r.n ~= 1 then error('accepted: ' .. bad) end\n"
+    "end\n"
+    "same({P('k')('{\"j\":1' .. ('0'):rep(70) .. ',\"k\":3}')}, {true, 3})\n"   /* a long number not picked */
+    "assert(P('k')(('['):rep(100) .. (']'):rep(100)))\n"
+    "assert(P('k')(('['):rep(200) .. (']'):rep(200)) == nil)\n"                  /* too deep */
+    /* misuse raises */
+    "for _, args in ipairs{{}, {'a..b'}, {'a.0'}, {'.a'}, {('x'):rep(200)}, {'a.b.c.d.e.f.g.h.i'},\n"
+    "    {'a','a','a','a','a','a','a','a','a','a','a','a','a','a','a','a','a'}} do\n"
+    "  assert(not pcall(P, table.unpack(args)), #args)\n"
+    "end\n"
+    /* the same answers as cjson on a few documents */
+    "local docs = {'{\"a\":{\"b\":[\"x\",{\"c\":\"\\\\u00fc\"}]},\"n\":-0.25,\"t\":true}', '{\"a\":{\"b\":[1]},\"n\":7}',\n"
+    "  '{\"a\":[],\"n\":\"7\",\"t\":null}'}\n"
+    "local q = P('a.b.1', 'a.b.2.c', 'n', 't')\n"
+    "for _, d in ipairs(docs) do\n"
+    "  local j = cjson.decode(d)\n"
+    "  local function at(...) local x = j for _, k in ipairs{...} do\n"
+    "    if type(x) ~= 'table' then return nil end x = x[k] end\n"
+    "    if type(x) == 'table' or x == cjson.null then return nil end return x end\n"
+    "  local r = {q(d)}\n"
+    "  assert(r[1] == true)\n"
+    "  local want = {at('a', 'b', 1), at('a', 'b', 2, 'c'), at('n'), at('t')}\n"
+    "  for i = 1, 4 do assert(r[i + 1] == want[i], d .. ' #' .. i) end\n"
+    "end\n");
+  if (rc != LUA_OK) fail_msg("%s", lua_tostring(L, -1));
   lua_close(L);
 }
 
@@ -242,6 +329,7 @@ int main(void) {
     cmocka_unit_test(test_copy_between_states),
     cmocka_unit_test(test_copy_rules),
     cmocka_unit_test(test_jsonscan),
+    cmocka_unit_test(test_jsonscan_picker),
   };
   cmocka_set_message_output(CM_OUTPUT_TAP);
   return cmocka_run_group_tests(tests, NULL, NULL);

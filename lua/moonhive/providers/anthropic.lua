@@ -12,7 +12,17 @@ local _M = {}
 
 local VERSION = "2023-06-01"
 
-local function base_url() return C.base_url("ANTHROPIC_BASE_URL", "https://api.anthropic.com") end
+local url_for = C.url_maker("ANTHROPIC_BASE_URL", "https://api.anthropic.com")
+-- shared: http.request only reads it
+local HEADERS = { ["Content-Type"] = "application/json", ["anthropic-version"] = VERSION }
+
+-- The fields of an ordinary reply (one text block) and of a stream event,
+-- read in one pass without decoding the whole document
+-- (host/mod_jsonscan.c); anything else goes through the full decoder.
+local picker = require("jsonscan").picker
+local read_reply = picker("content#", "content.1.type", "content.1.text", "stop_reason", "model",
+                          "usage.input_tokens", "usage.output_tokens")
+local read_event = picker("type", "index", "delta.type", "delta.text")
 
 local stop_reasons = { end_turn = "stop", tool_use = "tool_calls", max_tokens = "length", stop_sequence = "stop" }
 
@@ -94,17 +104,8 @@ local function body_for(req, model, stream)
   return C.encode(body)
 end
 
-local function request(req, body, extra)
-  local opts = C.http_options(req)
-  opts.url = base_url() .. "/v1/messages"
-  opts.method = "POST"
-  opts.headers = { ["Content-Type"] = "application/json", ["anthropic-version"] = VERSION }
-  opts.body = body
-  if host.has_key("anthropic") then opts.auth = "anthropic" end
-  if extra then
-    for k, v in pairs(extra) do opts[k] = v end
-  end
-  return http.request(opts)
+local function request(req, body, sse_data)
+  return C.post(req, url_for("/v1/messages"), HEADERS, body, host.has_key("anthropic") and "anthropic" or nil, sse_data)
 end
 
 local function result_of(blocks, stop_reason, usage, model)
@@ -129,6 +130,13 @@ local function chat_once(req, model)
   local res, err = request(req, body_for(req, model, false))
   if not res then return nil, retry.transport_error(err) end
   if res.status ~= 200 then return nil, retry.http_error(res, C.error_message(res.body, "request failed")) end
+  -- the common reply: one text block
+  local ok, nblocks, btype, text, stop, m, uin, uout = read_reply(res.body)
+  if ok and nblocks == 1 and btype == "text" and type(text) == "string" then
+    return { content = text, finish_reason = stop_reasons[stop] or (type(stop) == "string" and stop or nil),
+             usage = { input = C.count(uin), output = C.count(uout) },
+             model = type(m) == "string" and m or model }
+  end
   local v = C.decode(res.body)
   if type(v) ~= "table" or type(v.content) ~= "table" then
     return nil, { message = "malformed response: no content", retryable = false }
@@ -142,14 +150,13 @@ local function chat_stream(req, model, emit)
   local blocks, json_parts = {}, {}
   local usage, stop_reason = { input = 0, output = 0 }, nil
   local done, emitted, failure = false, false, nil
-  local res, err = request(req, body_for(req, model, true), {
-    sse = function(ev)
-      local data = ev.data
+  local res, err = request(req, body_for(req, model, true),
+    function(data, event)
       -- the common event: a text delta for a block already started
-      if ev.event == "content_block_delta" then
-        local text = C.string_after(data, '"delta":{"type":"text_delta","text":"')
-        local i = text and tonumber(data:match('"index":(%d+)'))
-        local b = i and blocks[i + 1]
+      if event == "content_block_delta" then
+        local ok, t, i, dtype, text = read_event(data)
+        local b = ok and t == "content_block_delta" and dtype == "text_delta" and type(text) == "string"
+                  and math.type(i) == "integer" and blocks[i + 1]
         if b then
           b.text[#b.text + 1] = text
           emitted = true
@@ -196,8 +203,7 @@ local function chat_stream(req, model, emit)
                                 and not emitted }
         return false
       end
-    end,
-  })
+    end)
   if failure then return nil, failure end
   local broken = retry.stream_error(res, err, emitted, C.error_message)
   if broken then return nil, broken end

@@ -60,12 +60,22 @@ function _M.encode(v) return cjson.encode(v) end
 -- whole chunk, and anything unusual falls back to the full decoder.
 _M.string_after = require("jsonscan").string_after
 
--- A provider's base URL: the environment variable's value, else the
--- default, without trailing slashes.
-function _M.base_url(env_name, default)
-  local url = host.env(env_name) or default
-  if url:byte(-1) == 47 then url = url:gsub("/+$", "") end -- a trailing "/"
-  return url
+-- A provider's URLs: url_for(path) is the base URL (the environment
+-- variable's value, else the default, without trailing slashes) followed by
+-- path. Each URL is built once and kept while the variable keeps its value.
+function _M.url_maker(env_name, default)
+  local seen, urls = nil, {}
+  return function(path)
+    local base = host.env(env_name) or default
+    if base ~= seen then seen, urls = base, {} end
+    local url = urls[path]
+    if not url then
+      if base:byte(-1) == 47 then base = base:gsub("/+$", "") end -- a trailing "/"
+      url = base .. path
+      urls[path] = url
+    end
+    return url
+  end
 end
 
 -- A string field of a decoded value, or nil (JSON null, a number...).
@@ -81,10 +91,13 @@ function _M.count(v)
   return math.tointeger(v) or math.floor(v)
 end
 
--- Request options shared by the providers' http calls. `timeout` is what
--- remains of the call's total (llm.lua spreads it over the attempts).
-function _M.http_options(req)
-  return {
+-- A provider's POST: http.request with the options the providers share,
+-- built in one table (this runs once per model call). `timeout` is what
+-- remains of the call's total (llm.lua spreads it over the attempts);
+-- `sse_data`, when given, receives a stream's events (data, event name).
+function _M.post(req, url, headers, body, auth, sse_data)
+  return http.request {
+    url = url, method = "POST", headers = headers, body = body, auth = auth, sse_data = sse_data,
     timeout = req.timeout_left or req.timeout,    -- total, ms (default: none)
     connect_timeout = req.connect_timeout or 10000,
     idle_timeout = req.stall_timeout or 60000,    -- a stream that stalls this long fails

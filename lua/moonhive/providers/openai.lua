@@ -9,9 +9,20 @@ local C = require "moonhive.providers.common"
 
 local _M = {}
 
-local find = string.find
+local jsonscan = require "jsonscan"
+local picker, string_after = jsonscan.picker, jsonscan.string_after
 
-local function base_url() return C.base_url("OPENAI_BASE_URL", "https://api.openai.com/v1") end
+-- The fields of an ordinary reply, read in one pass without decoding the
+-- whole document (host/mod_jsonscan.c); a reply with tool calls (or anything
+-- the picker leaves alone) goes through the full decoder.
+local read_reply = picker("choices.1.message.content", "choices.1.message.tool_calls#", "choices.1.finish_reason",
+                          "model", "usage#", "usage.prompt_tokens", "usage.completion_tokens")
+-- and of a stream chunk that string_after did not settle (the finish reason, the usage)
+local read_chunk = picker("#", "choices.1.delta.content", "choices.1.delta.tool_calls#", "choices.1.finish_reason",
+                          "usage#", "usage.prompt_tokens", "usage.completion_tokens", "error#")
+
+local url_for = C.url_maker("OPENAI_BASE_URL", "https://api.openai.com/v1")
+local JSON_HEADERS = { ["Content-Type"] = "application/json" } -- shared: http.request only reads it
 
 local function auth()
   if host.has_key("openai") then return "openai" end
@@ -62,8 +73,14 @@ end
 
 -- Reasoning models (o1, o3, o4-mini, gpt-5...) refuse max_tokens and want
 -- max_completion_tokens; other and OpenAI-compatible servers know max_tokens.
+local reasoning, n_reasoning = {}, 0
 local function reasoning_model(model)
-  return model:find("^o%d") ~= nil or model:find("^gpt%-5") ~= nil
+  local r = reasoning[model]
+  if r == nil then
+    r = model:find("^o%d") ~= nil or model:find("^gpt%-5") ~= nil
+    if n_reasoning < 256 then reasoning[model], n_reasoning = r, n_reasoning + 1 end -- any number of names
+  end
+  return r
 end
 
 local function body_for(req, model, stream)
@@ -88,17 +105,8 @@ local function body_for(req, model, stream)
   return C.encode(body)
 end
 
-local function request(req, path, body, extra)
-  local opts = C.http_options(req)
-  opts.url = base_url() .. path
-  opts.method = "POST"
-  opts.headers = { ["Content-Type"] = "application/json" }
-  opts.body = body
-  opts.auth = auth()
-  if extra then
-    for k, v in pairs(extra) do opts[k] = v end
-  end
-  return http.request(opts)
+local function request(req, path, body, sse_data)
+  return C.post(req, url_for(path), JSON_HEADERS, body, auth(), sse_data)
 end
 
 local function usage_of(u)
@@ -126,6 +134,13 @@ local function chat_once(req, model)
   if res.status ~= 200 then
     return nil, retry.http_error(res, C.error_message(res.body, "request failed"))
   end
+  -- the common reply: text, no tool calls
+  local ok, content, ncalls, finish, m, nusage, pin, pout = read_reply(res.body)
+  if ok and type(content) == "string" and not (ncalls and ncalls > 0) then
+    return { content = content, finish_reason = type(finish) == "string" and finish or nil,
+             usage = nusage and { input = C.count(pin), output = C.count(pout) } or nil,
+             model = type(m) == "string" and m or model }
+  end
   local v = C.decode(res.body)
   local choice = type(v) == "table" and type(v.choices) == "table" and v.choices[1]
   if type(choice) ~= "table" or type(choice.message) ~= "table" then
@@ -137,21 +152,30 @@ end
 
 local function chat_stream(req, model, emit)
   local parts, calls, finish, usage, done, emitted, failure = {}, {}, nil, nil, false, false, nil
-  local res, err = request(req, "/chat/completions", body_for(req, model, true), {
-    sse = function(ev)
-      local data = ev.data
+  local res, err = request(req, "/chat/completions", body_for(req, model, true),
+    function(data)
       if data == "[DONE]" then done = true return end
-      -- the common chunk: one content delta, nothing finished yet
-      if find(data, '"finish_reason":null', 1, true) and not find(data, '"tool_calls"', 1, true) then
-        local text = C.string_after(data, '"delta":{"content":"')
-        if text then
-          if text ~= "" then
-            parts[#parts + 1] = text
-            emitted = true
-            if emit(text) == false then return false end
-          end
-          return
+      -- the common chunk: one content delta, nothing finished yet (one C
+      -- call: a full walk of each chunk cost more than these three searches)
+      local text = string_after(data, '"delta":{"content":"', '"finish_reason":null', '"tool_calls"')
+      if text then
+        if text ~= "" then
+          parts[#parts + 1] = text
+          emitted = true
+          if emit(text) == false then return false end
         end
+        return
+      end
+      local ok, object, content, ncalls, fin, nusage, pin, pout, nerr = read_chunk(data)
+      if ok and object and not ncalls and not nerr then
+        if nusage then usage = { input = C.count(pin), output = C.count(pout) } end
+        if type(content) == "string" and content ~= "" then
+          parts[#parts + 1] = content
+          emitted = true
+          if emit(content) == false then return false end
+        end
+        if type(fin) == "string" then finish = fin end
+        return
       end
       local chunk = C.decode(data)
       if type(chunk) ~= "table" then failure = "malformed stream event" return false end
@@ -183,8 +207,7 @@ local function chat_stream(req, model, emit)
         end
       end
       if type(choice.finish_reason) == "string" then finish = choice.finish_reason end
-    end,
-  })
+    end)
   local broken = retry.stream_error(res, err, emitted, C.error_message)
   if broken then return nil, broken end
   if failure then return nil, { message = failure, retryable = false } end

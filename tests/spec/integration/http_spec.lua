@@ -337,16 +337,16 @@ describe("http module", function()
       }, v.events)
     end)
 
-    it("returning false stops the stream and sets aborted", function()
-      local v = value_of([[
-        local n = 0
-        local r = assert(http.request{
-          url = U .. "/sse?n=100&delay=50",
-          sse = function(ev) n = n + 1 if ev.event == "tick" then return false end end,
-        })
-        emit({n = n, aborted = r.aborted})
-      ]])
-      assert.same({n = 3, aborted = true}, v)
+    it("returning false stops the stream and sets aborted (sse and sse_data)", function()
+      for _, callback in ipairs{"sse = function(ev) n = n + 1 if ev.event == 'tick' then return false end end",
+                                "sse_data = function(data, event) n = n + 1 if event == 'tick' then return false end end"} do
+        local v = value_of([[
+          local n = 0
+          local r = assert(http.request{url = U .. "/sse?n=100&delay=50", ]] .. callback .. [[})
+          emit({n = n, aborted = r.aborted})
+        ]])
+        assert.same({n = 3, aborted = true}, v)
+      end
     end)
 
     it("returning false stops delivery even when the stream had already ended", function()
@@ -383,6 +383,37 @@ describe("http module", function()
         emit({n = n, status = r.status, body = r.body})
       ]])
       assert.same({n = 0, status = 500, body = "status 500\n"}, v)
+    end)
+  end)
+
+  describe("sse_data callback", function()
+    it("gets each event's data and name as two strings, no table", function()
+      local v = value_of([[
+        local events = {}
+        local r = assert(http.request{
+          url = U .. "/sse?n=2",
+          sse_data = function(data, event, more)
+            events[#events + 1] = {data = data, event = event, more = more == nil and "none" or type(more)}
+          end,
+        })
+        emit({events = events, status = r.status})
+      ]])
+      assert.equals(200, v.status)
+      assert.same({
+        {event = "greeting", data = "first line\nsecond line", more = "none"},
+        {event = "message", data = "crlf", more = "none"},
+        {event = "tick", data = '{"i":0}', more = "none"},
+        {event = "tick", data = '{"i":1}', more = "none"},
+      }, v.events)
+    end)
+
+    it("is one of stream, sse and sse_data, and a function", function()
+      local res = run([[
+        http.request{url = U .. "/sse?n=1", sse = function() end, sse_data = function() end}
+      ]])
+      assert.matches("give only one of 'stream', 'sse' and 'sse_data'", H.fails(res), 1, true)
+      res = run([[http.request{url = U .. "/sse?n=1", sse_data = "no"}]])
+      assert.matches("sse_data as a function expected", H.fails(res), 1, true)
     end)
   end)
 

@@ -135,6 +135,22 @@ describe("llm providers against the mock LLM server", function()
       assert.equals(want, v.streamed)
     end)
 
+    it("reads whole replies with JSON escapes intact, and tool-call replies through the full decoder", function()
+      local text = 'say "hi"\\n\tthen é, \\u00e9 and 😀'
+      local v = value(([[
+        local a = llm.chat{model = "openai/gpt-4o-mini", messages = {{role = "user", content = %q}}}
+        local b = llm.chat{model = "openai/gpt-4o-mini", tools = {{name = "calc"}},
+                           messages = {{role = "user", content = 'x [tool:calc:{"expr":"1+1"}]'}}}
+        return {a = a.content, usage = a.usage, finish = a.finish_reason, calls = b.tool_calls, b = b.content}]])
+        :format(text))
+      assert.equals("mock: " .. text, v.a)
+      assert.equals("stop", v.finish)
+      assert.is_true(v.usage.input > 0 and v.usage.output > 0)
+      assert.equals(1, #v.calls)
+      assert.equals("calc", v.calls[1].name)
+      assert.same({expr = "1+1"}, v.calls[1].arguments)
+    end)
+
     it("sends tool_choice only with tools, and max_completion_tokens to reasoning models", function()
       value([[
         llm.chat{model = "openai/gpt-4o-mini", tool_choice = "auto", max_tokens = 50,
@@ -173,6 +189,23 @@ describe("llm providers against the mock LLM server", function()
       assert.is_nil(r.headers.authorization)
       assert.equals("be brief", r.body.system)
       assert.equals(1024, r.body.max_tokens)
+    end)
+
+    it("reads whole replies and streamed text with JSON escapes intact", function()
+      local text = 'say "hi"\\n\tthen é and 😀'
+      local v = value(([[
+        local parts = {}
+        local a = llm.chat{model = "anthropic/claude-3-5-haiku-latest", messages = {{role = "user", content = %q}}}
+        local b = llm.chat{model = "anthropic/claude-3-5-haiku-latest",
+                           messages = {{role = "user", content = %q .. " [chunks:5]"}},
+                           stream = function(d) parts[#parts + 1] = d.content end}
+        return {a = a.content, usage = a.usage, b = b.content, streamed = table.concat(parts), n = #parts}]])
+        :format(text, text))
+      assert.equals("mock: " .. text, v.a)
+      assert.is_true(v.usage.input > 0 and v.usage.output > 0)
+      assert.equals("mock: " .. text, v.b)
+      assert.equals("mock: " .. text, v.streamed)
+      assert.is_true(v.n >= 5)
     end)
 
     it("streams text and tool_use input from input_json_delta fragments", function()
