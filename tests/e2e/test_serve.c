@@ -251,7 +251,7 @@ static void test_pipelining_in_order(void **state) {
   start(&s, NULL);
   int fd = dial(&s);
   sends(fd, GET_HEALTH "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n" GET_HEALTH
-            "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"); /* 401: no credentials */
   int closed;
   char *r = read_responses(fd, 4, &closed);
   const char *a = strstr(r, "HTTP/1.1 200");
@@ -261,7 +261,9 @@ static void test_pipelining_in_order(void **state) {
   assert_true(a < b);
   const char *c = strstr(b, "HTTP/1.1 200");
   assert_non_null(c);
-  assert_non_null(strstr(c + 1, "moonhive_http_requests_total")); /* the fourth, last */
+  const char *d = strstr(c + 1, "HTTP/1.1 401");  /* the fourth, last */
+  assert_non_null(d);
+  assert_non_null(strstr(d, "missing credentials"));
   assert_true(closed_by_server(fd));
   free(r);
   close(fd);
@@ -485,6 +487,7 @@ static void test_sigterm_closes_and_exits(void **state) {
 
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
+  cmocka_set_message_output(CM_OUTPUT_TAP);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_keep_alive),
       cmocka_unit_test(test_pipelining_in_order),
