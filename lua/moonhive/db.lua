@@ -87,6 +87,9 @@ local migrations = {
       sent_at REAL NOT NULL,
       taken_at REAL);
     CREATE INDEX signals_waiting ON signals(run_id, name, taken_at)]],
+  -- 5: hot reload: the version (SHA-256) of the agent file each journaled
+  -- wf:call ran; its text is in workflow_versions
+  [[ALTER TABLE journal ADD COLUMN version TEXT]],
 }
 
 local db, failure
