@@ -118,6 +118,13 @@ static int last_return_line(const char *s, size_t len) {
  * the line of its last return (`return agent{...}` is a tail call, so a
  * definition's error has no frame of the file). */
 static void format_error(const check *c, const char *display, const char *raw, char *out, size_t outlen) {
+  /* An error raised at level 2 by agent{} / workflow{} lands, through the
+   * tail calls, on the check's own stage: that position says nothing. */
+  static const char stage[] = "reload check:";
+  if (strncmp(raw, stage, sizeof stage - 1) == 0) {
+    const char *rest = strstr(raw, ": ");
+    if (rest) raw = rest + 2;
+  }
   const char *cut = strstr(raw, "\nstack traceback:");
   int mlen = (int)(cut ? (size_t)(cut - raw) : strlen(raw));
   size_t dl = strlen(display);

@@ -109,7 +109,7 @@ end
 function _M.list(limit)
   local db, err = database.get()
   if not db then return nil, err end
-  local rows, e = db:query([[SELECT id, agent, kind, status, started_at, finished_at, tokens_in, tokens_out, cost
+  local rows, e = db:query([[SELECT id, agent, kind, version, status, started_at, finished_at, tokens_in, tokens_out, cost
                              FROM runs ORDER BY started_at DESC LIMIT ?]], limit or 20)
   if not rows then return nil, e end
   return rows
