@@ -93,7 +93,7 @@ describe("hot reload", function()
   end
 
   local function sha(text)
-    return H.ok(moonhive({ "eval", ("return crypto.sha256(%q)"):format(text) })):gsub("%s+$", "")
+    return (H.ok(moonhive({ "eval", ("return crypto.sha256(%q)"):format(text) })):gsub("%s+$", ""))
   end
 
   local function runs_of(name)
