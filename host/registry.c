@@ -154,12 +154,16 @@ typedef struct rt_call {  /* one call of a moonhive.registry function */
   int want_text;
 } rt_call;
 
+/* [-0, +1, e] Pushes moonhive.registry's function fn on the runtime's stack. */
+static void push_registry_fn(lua_State *R, mh_registry *reg, const char *fn) {
+  char err[256];
+  if (mh_runtime_push(reg->host, "moonhive.registry", fn, err, sizeof err) != 0) luaL_error(R, "%s", err);
+}
+
 /* [-1, +0, e] lua_pcall target in the runtime: registry[fn]{fields} */
 static int rt_call_protected(lua_State *R) {
   rt_call *c = lua_touserdata(R, 1);
-  char err[256];
-  if (mh_runtime_push(c->reg->host, "moonhive.registry", c->fn, err, sizeof err) != 0)
-    return luaL_error(R, "%s", err);
+  push_registry_fn(R, c->reg, c->fn);
   lua_createtable(R, 0, 12);                            /* fn req */
   for (int i = 0; i < 9 && c->fields[i][0]; i++) {
     if (c->fields[i][1] == NULL) continue;
@@ -181,23 +185,28 @@ static int rt_call_protected(lua_State *R) {
   return 0;
 }
 
-/* Runs the call; 0, or -1 after logging why it failed. */
-static int rt_run(rt_call *c) {
-  char err[256];
-  mh_vm *rt = mh_runtime(c->reg->host, err, sizeof err);
-  if (rt == NULL) {
-    fprintf(stderr, "[reload] %s\n", err);
-    return -1;
-  }
+/* Runs fn(ud) protected on the runtime's main thread: 0, or -1 with err
+ * filled (no runtime, or fn raised). */
+static int in_runtime(mh_registry *reg, lua_CFunction fn, void *ud, char *err, size_t errlen) {
+  mh_vm *rt = mh_runtime(reg->host, err, errlen);
+  if (rt == NULL) return -1;
   lua_State *R = rt->L;
-  lua_pushcfunction(R, rt_call_protected);
-  lua_pushlightuserdata(R, c);
+  lua_pushcfunction(R, fn);
+  lua_pushlightuserdata(R, ud);
   if (lua_pcall(R, 1, 0, 0) != LUA_OK) {
-    fprintf(stderr, "[reload] the registry failed: %s\n", lua_tostring(R, -1));
+    snprintf(err, errlen, "%s", lua_tostring(R, -1));
     lua_pop(R, 1);
     return -1;
   }
   return 0;
+}
+
+/* Runs the call; 0, or -1 after logging why it failed. */
+static int rt_run(rt_call *c) {
+  char err[512];
+  if (in_runtime(c->reg, rt_call_protected, c, err, sizeof err) == 0) return 0;
+  fprintf(stderr, "[reload] the registry failed: %s\n", err);
+  return -1;
 }
 
 static void notify(mh_registry *reg, mh_reg_event ev, const char *path) {
@@ -575,9 +584,7 @@ typedef struct pin_call {
 /* [-1, +0, e] lua_pcall target in the runtime: every current version into the sandbox */
 static int pins_protected(lua_State *R) {
   pin_call *p = lua_touserdata(R, 1);
-  char err[256];
-  if (mh_runtime_push(p->reg->host, "moonhive.registry", "pins", err, sizeof err) != 0)
-    return luaL_error(R, "%s", err);
+  push_registry_fn(R, p->reg, "pins");
   lua_call(R, 0, 1);                                      /* list */
   for (lua_Integer i = 1; lua_rawgeti(R, -1, i) == LUA_TTABLE; i++) {
     lua_getfield(R, -1, "path");
@@ -593,16 +600,8 @@ static int pins_protected(lua_State *R) {
 
 int mh_registry_pin(mh_registry *reg, mh_vm *vm) {
   char err[256];
-  mh_vm *rt = mh_runtime(reg->host, err, sizeof err);
-  if (rt == NULL) return -1;
   pin_call p = {reg, vm, 0};
-  lua_pushcfunction(rt->L, pins_protected);
-  lua_pushlightuserdata(rt->L, &p);
-  if (lua_pcall(rt->L, 1, 0, 0) != LUA_OK) {
-    lua_pop(rt->L, 1);
-    return -1;
-  }
-  return p.failed ? -1 : 0;
+  return in_runtime(reg, pins_protected, &p, err, sizeof err) != 0 || p.failed ? -1 : 0;
 }
 
 typedef struct load_call {
@@ -616,9 +615,7 @@ typedef struct load_call {
 /* [-1, +0, e] lua_pcall target in the runtime: the entry's text compiled into L */
 static int load_protected(lua_State *R) {
   load_call *lc = lua_touserdata(R, 1);
-  char err[256];
-  if (mh_runtime_push(lc->reg->host, "moonhive.registry", "entry", err, sizeof err) != 0)
-    return luaL_error(R, "%s", err);
+  push_registry_fn(R, lc->reg, "entry");
   lua_pushstring(R, lc->path);
   lua_call(R, 1, 1);                                      /* entry|nil */
   if (!lua_istable(R, -1) || lua_getfield(R, -1, "source") != LUA_TSTRING) return 0;
@@ -637,11 +634,7 @@ static int load_protected(lua_State *R) {
 
 int mh_registry_load(mh_registry *reg, const char *path, lua_State *L, const char *chunkname, char hash[65]) {
   char err[256];
-  mh_vm *rt = mh_runtime(reg->host, err, sizeof err);
-  if (rt == NULL) return -1;
   load_call lc = {reg, path, chunkname, L, hash, -1};
-  lua_pushcfunction(rt->L, load_protected);
-  lua_pushlightuserdata(rt->L, &lc);
-  if (lua_pcall(rt->L, 1, 0, 0) != LUA_OK) lua_pop(rt->L, 1);
+  in_runtime(reg, load_protected, &lc, err, sizeof err); /* status says what reached L */
   return lc.status;
 }

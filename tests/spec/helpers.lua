@@ -198,6 +198,50 @@ function H.moonhive(args, opts)
   return H.exec(H.bin, args, opts)
 end
 
+-- Starts moonhive with the given arguments in the background, stdin closed:
+--   local p = H.start(args, {env=, cwd=})
+--   p.stdout(), p.stderr()   what it wrote so far
+--   p.signal("sigterm"), p.kill()   (kill: SIGKILL) while it runs
+--   p.wait([ms]) -> {code=, signal=, stdout=, stderr=}   (SIGKILL after ms)
+function H.start(args, opts)
+  opts = opts or {}
+  local out, err, res = {}, {}, {}
+  local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
+  local handle, e = uv.spawn(H.bin, { args = args, cwd = opts.cwd or H.root, env = build_env(opts.env),
+                                      stdio = { nil, stdout, stderr } },
+                             function(code, sig) res.code, res.signal = code, sig end)
+  if not handle then
+    stdout:close() stderr:close()
+    H.flush()
+    error("cannot start " .. H.bin .. ": " .. tostring(e))
+  end
+  local open = 2
+  local function reader(pipe, acc)
+    pipe:read_start(function(_, chunk)
+      if chunk then acc[#acc + 1] = chunk else pipe:close() open = open - 1 end
+    end)
+  end
+  reader(stdout, out)
+  reader(stderr, err)
+  local p = {}
+  function p.stdout() return table.concat(out) end
+  function p.stderr() return table.concat(err) end
+  function p.signal(name) if res.code == nil then handle:kill(name) end end
+  function p.kill() p.signal("sigkill") end
+  function p.wait(ms)
+    if not H.wait_until(function() return res.code ~= nil and open == 0 end, ms or H.WAIT_MS) then
+      p.kill()
+      H.wait_until(function() return res.code ~= nil end, 5000)
+      res.timed_out = true
+    end
+    if not handle:is_closing() then handle:close() end
+    H.flush()
+    res.stdout, res.stderr = p.stdout(), p.stderr()
+    return res
+  end
+  return p
+end
+
 -- `moonhive eval CODE` with options placed before the code.
 function H.eval(code, opts)
   opts = opts or {}

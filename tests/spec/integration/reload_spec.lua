@@ -58,37 +58,14 @@ describe("hot reload", function()
 
   local function moonhive(args) return H.moonhive(args, { cwd = project, env = env() }) end
 
-  -- `moonhive ARGS` in the background: .out(), .err(), :signal(name), :wait().
+  -- `moonhive ARGS` in the background (helpers.lua's H.start): .out(), .err(), .signal(name), .wait().
   local function start(args, extra)
-    local out, err, res = {}, {}, {}
-    local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
-    local vars = uv.os_environ()
-    for k, v in pairs(env()) do vars[k] = v or nil end
-    for k, v in pairs(extra or {}) do vars[k] = v end
-    local e = {}
-    for k, v in pairs(vars) do e[#e + 1] = k .. "=" .. v end
-    local handle = assert(uv.spawn(H.bin, { args = args, cwd = project, env = e, stdio = { nil, stdout, stderr } },
-                                   function(code, sig) res.code, res.signal = code, sig end))
-    local open = 2
-    local function reader(pipe, acc)
-      pipe:read_start(function(_, chunk)
-        if chunk then acc[#acc + 1] = chunk else pipe:close() open = open - 1 end
-      end)
-    end
-    reader(stdout, out)
-    reader(stderr, err)
-    local p = {}
-    function p.out() return table.concat(out) end
-    function p.err() return table.concat(err) end
-    function p.signal(name) if res.code == nil then handle:kill(name) end end
-    function p.wait()
-      wait_for(function() return res.code ~= nil and open == 0 end)
-      if res.code == nil then handle:kill("sigkill") wait_for(function() return res.code ~= nil end) end
-      if not handle:is_closing() then handle:close() end
-      H.flush()
-      res.stdout, res.stderr = p.out(), p.err()
-      return res
-    end
+    local e = env()
+    for k, v in pairs(extra or {}) do e[k] = v end
+    local p = H.start(args, { cwd = project, env = e })
+    p.out, p.err = p.stdout, p.stderr
+    local wait = p.wait
+    function p.wait() return wait(WAIT) end
     return p
   end
 

@@ -58,31 +58,9 @@ describe("workflows", function()
 
   -- Starts `moonhive ARGS` in the background: :kill(), :wait() -> {code, signal, stdout, stderr}.
   local function start(args)
-    local out, err, res = {}, {}, {}
-    local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
-    local vars, e = uv.os_environ(), {}
-    for k, v in pairs(env()) do vars[k] = v or nil end
-    for k, v in pairs(vars) do e[#e + 1] = k .. "=" .. v end
-    local handle = assert(uv.spawn(H.bin, { args = args, cwd = project, env = e, stdio = { nil, stdout, stderr } },
-                                   function(code, sig) res.code, res.signal = code, sig end))
-    local open = 2
-    local function reader(pipe, acc)
-      pipe:read_start(function(_, chunk)
-        if chunk then acc[#acc + 1] = chunk else pipe:close() open = open - 1 end
-      end)
-    end
-    reader(stdout, out)
-    reader(stderr, err)
-    local p = {}
-    function p.stderr() return table.concat(err) end
-    function p.kill() if res.code == nil then handle:kill("sigkill") end end
-    function p.wait()
-      H.wait_until(function() return res.code ~= nil and open == 0 end, 30000)
-      if not handle:is_closing() then handle:close() end
-      H.flush()
-      res.stdout, res.stderr = table.concat(out), table.concat(err)
-      return res
-    end
+    local p = H.start(args, { cwd = project, env = env() })
+    local wait = p.wait
+    function p.wait() return wait(30000) end
     return p
   end
 
