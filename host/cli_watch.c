@@ -129,7 +129,9 @@ static void start_run(watcher *w, const char *why) {
   int status = problem ? -1 : mh_registry_load(w->reg, mh_registry_file(w->reg), L, chunkname, r->hash);
   if (!problem && status != LUA_OK) {
     if (status != -1) fprintf(stderr, "[watch] %s\n", lua_tostring(L, -1));
-    problem = "cannot load its current version";
+    problem = status == -1 ? "no version of it loads yet (--watch runs a file that returns an agent{} or a "
+                             "workflow{}); waiting for a save"
+                           : "cannot load its current version";
   }
   if (problem) {
     fprintf(stderr, "[watch] %s: %s\n", w->file, problem);
