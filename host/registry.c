@@ -228,6 +228,16 @@ static void unlink_check(mh_registry *reg, check *c) {
     }
 }
 
+/* The first loading of every file has ended when the last initial check does. */
+static void initial_done(mh_registry *reg, check *c) {
+  if (!c->initial) return;
+  c->initial = 0;
+  if (--reg->initial_pending == 0) {
+    reg->ready = 1;
+    notify(reg, MH_REG_READY, NULL);
+  }
+}
+
 /* A check has ended: kind is what the file returned, or error says why it
  * did not load. Updates the entry, reports, frees c. */
 static void settle(check *c, const char *kind, const char *title, const char *description, const char *error) {
@@ -244,10 +254,10 @@ static void settle(check *c, const char *kind, const char *title, const char *de
       rt_run(&forget); /* the next reading counts as new */
       char path[PATH_MAX];
       const char *want = c->kind;
-      int initial = c->initial;
       snprintf(path, sizeof path, "%s", c->path);
+      initial_done(reg, c);
       check_free(c);
-      handle_file(reg, path, want, initial);
+      handle_file(reg, path, want, 0);
       return;
     }
   }
@@ -276,10 +286,7 @@ static void settle(check *c, const char *kind, const char *title, const char *de
     notify(reg, MH_REG_FAILED, c->path);
   }
   fflush(stderr);
-  if (c->initial && --reg->initial_pending == 0) {
-    reg->ready = 1;
-    notify(reg, MH_REG_READY, NULL);
-  }
+  initial_done(reg, c);
   check_free(c);
 }
 

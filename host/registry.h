@@ -28,7 +28,8 @@ typedef enum {
   MH_REG_READY     /* every file found at the start has been loaded or has failed */
 } mh_reg_event;
 
-/* path is the file's real path (NULL for MH_REG_READY). */
+/* path is the file's real path (NULL for MH_REG_READY). The callback may
+ * start runs and pin versions, but must not close the registry. */
 typedef void (*mh_registry_fn)(mh_registry *reg, mh_reg_event ev, const char *path, void *ud);
 
 /* Opens the registry of host's project folder and starts loading every file;
