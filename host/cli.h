@@ -26,6 +26,8 @@ int mh_cmd_keys(int argc, char **argv);
 /* cli_workflow.c: `moonhive runs resume [ID]`; [-0, +(0|1), m] pushes a
  * file's whole text, returning 1, or nothing, returning 0. */
 int mh_cmd_runs_resume(int argc, char **argv);
+/* cli_watch.c: `moonhive run --watch FILE ARGS...` (argv: the ARGS). */
+int mh_cli_run_watch(const char *file, int argc, char **argv, const mh_limits *limits, int json);
 int mh_cli_push_file(lua_State *L, const char *path);
 
 extern const char mh_help_run[], mh_help_eval[], mh_help_repl[], mh_help_chat[], mh_help_runs[],

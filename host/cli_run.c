@@ -43,7 +43,10 @@ const char mh_help_run[] =
   "agents/NAME.lua and workflows/NAME.lua that are not in the current folder\n"
   "are the ones shipped with moonhive (the ready-made roles and pipelines).\n"
   "\noptions:\n"
-  "  --json                an agent's or workflow's result as one JSON object on stdout\n" LIMIT_HELP;
+  "  --json                an agent's or workflow's result as one JSON object on stdout\n"
+  "  --watch               run an agent or workflow file again on every saved change\n"
+  "                        to it or to the agents/ and workflows/ files it uses; runs\n"
+  "                        in flight finish on their version; Ctrl-C stops (docs/reload.md)\n" LIMIT_HELP;
 
 /* When the file returned a table with a metatable: if it is an agent, run it
  * (stdlib/agent.lua's main) with the file's arguments as the task; if it is
@@ -52,6 +55,7 @@ const char mh_help_run[] =
 static const char agent_stage[] =
   "local value, json_out, file, source = ...\n"
   "if getmetatable(value) ~= nil and require('agent').is_agent(value) then\n"
+  "  value.version = source and crypto.sha256(source)\n"
   "  return require('agent').main(value, json_out, select(5, ...))\n"
   "end\n"
   "if getmetatable(value) ~= nil and require('workflow').is_workflow(value) then\n"
@@ -194,14 +198,19 @@ static int finish(mh_host *host, mh_vm *vm, mh_run *run, outcome *out) {
 }
 
 /* Parses leading options; returns the index of the first operand or -1.
- * json may be NULL (the command has no --json). */
-static int parse_options(int argc, char **argv, mh_limits *limits, const char *help, int *json) {
+ * json and watch may be NULL (the command has no --json, --watch). */
+static int parse_options(int argc, char **argv, mh_limits *limits, const char *help, int *json, int *watch) {
   if (mh_cli_limits_init(limits) != 0) return -1;
   int i = 0;
   while (i < argc && argv[i][0] == '-' && argv[i][1] != '\0') {
     if (strcmp(argv[i], "--") == 0) return i + 1;
     if (json && strcmp(argv[i], "--json") == 0) {
       *json = 1;
+      i++;
+      continue;
+    }
+    if (watch && strcmp(argv[i], "--watch") == 0) {
+      *watch = 1;
       i++;
       continue;
     }
@@ -237,8 +246,8 @@ static const char *shipped_file(const char *file, char *buf, size_t len) {
 
 int mh_cmd_run(int argc, char **argv) {
   mh_limits limits;
-  int json = 0;
-  int first = parse_options(argc, argv, &limits, mh_help_run, &json);
+  int json = 0, watch = 0;
+  int first = parse_options(argc, argv, &limits, mh_help_run, &json, &watch);
   if (first < 0) return 2;
   if (first >= argc) {
     fprintf(stderr, "moonhive: run needs a script file\n\n%s", mh_help_run);
@@ -246,6 +255,7 @@ int mh_cmd_run(int argc, char **argv) {
   }
   char shipped[PATH_MAX + 256];
   const char *file = shipped_file(argv[first], shipped, sizeof shipped);
+  if (watch) return mh_cli_run_watch(file, argc - first - 1, argv + first + 1, &limits, json);
   char *dir_copy = strdup(file);
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -311,7 +321,7 @@ int mh_cmd_run(int argc, char **argv) {
 
 int mh_cmd_eval(int argc, char **argv) {
   mh_limits limits;
-  int first = parse_options(argc, argv, &limits, mh_help_eval, NULL);
+  int first = parse_options(argc, argv, &limits, mh_help_eval, NULL, NULL);
   if (first < 0) return 2;
   if (first >= argc) {
     fprintf(stderr, "moonhive: eval needs code to evaluate\n\n%s", mh_help_eval);

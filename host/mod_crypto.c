@@ -48,6 +48,20 @@ static int push_digest(lua_State *L, const unsigned char *md, size_t len, int ra
   return 1;
 }
 
+int mh_sha256_hex(const void *data, size_t len, char hex[65]) {
+  static const char digits[] = "0123456789abcdef";
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0;
+  hex[0] = '\0';
+  if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != DIGEST_LEN) return -1;
+  for (unsigned i = 0; i < DIGEST_LEN; i++) {
+    hex[2 * i] = digits[md[i] >> 4];
+    hex[2 * i + 1] = digits[md[i] & 15];
+  }
+  hex[2 * DIGEST_LEN] = '\0';
+  return 0;
+}
+
 /* crypto.sha256(s [, raw]) [-(1|2), +1, e] */
 static int crypto_sha256(lua_State *L) {
   size_t len;

@@ -17,6 +17,7 @@
 #include "mod_store.h"
 #include "mod_task.h"
 #include "mod_time.h"
+#include "mod_versions.h"
 #include "mod_workflows.h"
 #include "mod_workspace.h"
 #include "sandbox.h"
@@ -37,6 +38,7 @@ static const struct { const char *name; lua_CFunction open; int trusted_only; } 
   {"runs", luaopen_mh_runs, 0},
   {"task", luaopen_mh_task, 0},
   {"time", luaopen_mh_time, 0},
+  {"versions", luaopen_mh_versions, 0},
   {"workflows", luaopen_mh_workflows, 0},
   {"auth", luaopen_mh_auth, 1},     /* the service's JWT secret */
   {"cjson", luaopen_cjson, 1},   /* its buffers live outside the sandbox's cap */
@@ -47,7 +49,7 @@ static const struct { const char *name; lua_CFunction open; int trusted_only; } 
   {"workspace", luaopen_mh_workspace, 1},   /* files under a run's directory: the `files` tool */
 };
 
-const char *const mh_native_names[] = {"builtin_tools", "crypto", "http", "llm", "log", "memory", "runs", "task", "time", "workflows", NULL};
+const char *const mh_native_names[] = {"builtin_tools", "crypto", "http", "llm", "log", "memory", "runs", "task", "time", "versions", "workflows", NULL};
 
 int mh_native_open(lua_State *L, const char *name) {
   for (size_t i = 0; i < sizeof natives / sizeof natives[0]; i++) {

@@ -21,6 +21,7 @@
 #include <lualib.h>
 
 #include "mod_time.h"
+#include "mod_versions.h"
 #include "sb_string.h"
 #include "sb_table.h"
 #include "scheduler.h"
@@ -278,7 +279,9 @@ static int valid_module_name(const char *name) {
   return 1;
 }
 
-/* [-0, +1, e] Finds name.lua or name/init.lua under dir; pushes its path or nil. */
+/* [-0, +(0|1), e] Finds name.lua or name/init.lua under dir (a file, or a
+ * pinned version of one: mod_versions.c); pushes its path and returns 1, or
+ * returns 0. */
 static int find_module(lua_State *L, const char *dir, const char *name) {
   if (dir == NULL || !*dir) return 0;
   char rel[160];
@@ -289,9 +292,10 @@ static int find_module(lua_State *L, const char *dir, const char *name) {
   for (int f = 0; f < 2; f++) {
     char path[PATH_MAX];
     snprintf(path, sizeof path, forms[f], dir, rel);
-    FILE *fp = fopen(path, "r");
-    if (fp) {
-      fclose(fp);
+    int pinned = mh_versions_pinned(L, path);
+    FILE *fp = pinned ? NULL : fopen(path, "r");
+    if (fp) fclose(fp);
+    if (pinned || fp) {
       lua_pushstring(L, path);
       return 1;
     }
@@ -345,7 +349,7 @@ static int sb_require(lua_State *L) {
     return luaL_error(L, "module '%s' not found in the script's folder, the project or stdlib/", name);
   }
   const char *path = lua_tostring(L, 3);              /* name loaded path */
-  int status = mh_vm_loadfile(L, path, 0);            /* name loaded path chunk|msg */
+  int status = mh_versions_load(L, name, path);       /* name loaded path chunk|msg */
   if (status != LUA_OK) return lua_error(L);
   lua_pushvalue(L, 1);
   lua_pushlightuserdata(L, (void *)&LOADING);

@@ -145,6 +145,7 @@ mh_run *mh_run_start(mh_vm *vm, int nargs, mh_run_done_fn done, void *ud) {
     mh_timer_start(&vm->host->timers, &run->deadline, (vm->limits.deadline_ns + 999999) / 1000000);
   }
   vm->host->live_runs++;
+  vm->live_runs++;
   run->live_next = vm->host->runs;
   if (vm->host->runs) vm->host->runs->live_prev = run;
   vm->host->runs = run;
@@ -279,15 +280,24 @@ static void run_finish(mh_run *run, mh_run_state state) {
   family_leave(run);
   *mh_thread_flags(run->co) = MH_THREAD_ROOT; /* still: scripts may never resume it */
   vm->host->live_runs--;
+  vm->live_runs--;
   if (run->live_prev) run->live_prev->live_next = run->live_next;
   else vm->host->runs = run->live_next;
   if (run->live_next) run->live_next->live_prev = run->live_prev;
   MH_DEBUG("run %llu done %s", run->id, state_names[state]);
+  vm->finishing++;
   if (run->done) run->done(run, run->done_ud);
+  vm->finishing--;
   luaL_unref(vm->L, LUA_REGISTRYINDEX, run->co_ref);
   run->co_ref = LUA_NOREF;
   free(run->error);
   free(run);
+  if (vm->released && vm->live_runs == 0 && vm->finishing == 0) mh_vm_free(vm);
+}
+
+void mh_vm_release(mh_vm *vm) {
+  vm->released = 1;
+  if (vm->live_runs == 0 && vm->finishing == 0) mh_vm_free(vm);
 }
 
 static void run_fail(mh_run *run, int status, const char *message) {

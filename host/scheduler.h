@@ -99,6 +99,10 @@ mh_run *mh_run_start(mh_vm *vm, int nargs, mh_run_done_fn done, void *ud);
 /* [-(nargs+1), +0, m] Starts a child run of parent (same sandbox): it shares
  * the parent's deadline and is cancelled when the parent ends. */
 mh_run *mh_run_spawn(mh_run *parent, int nargs, mh_run_done_fn done, void *ud);
+/* Hands vm over to its runs: it is freed as soon as none of them is live
+ * (at once when none is). The caller must not use vm afterwards. Used for a
+ * sandbox per run (a reloaded version's run, a registry check). */
+void mh_vm_release(mh_vm *vm);
 /* Gives `run` (e.g. a call the runtime makes for a script) the CPU budget
  * and the deadline of `from`, so work done on a script's behalf is bounded
  * by that script's limits. */

@@ -210,8 +210,36 @@ int mh_vm_load(lua_State *L, const char *code, size_t len, const char *chunkname
   return load_chunk(L, &req, env_idx);
 }
 
-/* Reads a whole file into host memory (freed as soon as it is compiled). */
-static char *read_file(const char *path, size_t *len, char *err, size_t errlen) {
+struct text {
+  const char *s;
+  size_t len;
+};
+
+/* [-1, +1, m] lua_pcall target: the text as a Lua string */
+static int push_text_protected(lua_State *L) {
+  const struct text *t = lua_touserdata(L, 1);
+  lua_pushlstring(L, t->s, t->len);
+  return 1;
+}
+
+int mh_vm_pushtext(lua_State *L, const char *s, size_t len) {
+  struct text t = {s, len};
+  if (!lua_checkstack(L, 3)) return LUA_ERRMEM;
+  lua_pushcfunction(L, push_text_protected);
+  lua_pushlightuserdata(L, &t);
+  int status = lua_pcall(L, 1, 1, 0);
+  if (status != LUA_OK) lua_pop(L, 1);
+  return status;
+}
+
+size_t mh_shebang_len(const char *code, size_t len) {
+  size_t skip = 0;
+  if (len > 0 && code[0] == '#')
+    while (skip < len && code[skip] != '\n') skip++;
+  return skip;
+}
+
+char *mh_read_file(const char *path, size_t *len, char *err, size_t errlen) {
   FILE *f = fopen(path, "rb");
   if (f == NULL) {
     snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
@@ -245,15 +273,12 @@ static char *read_file(const char *path, size_t *len, char *err, size_t errlen) 
 int mh_vm_loadfile(lua_State *L, const char *path, int env_idx) {
   char err[PATH_MAX + 128];
   size_t len;
-  char *code = read_file(path, &len, err, sizeof err);
+  char *code = mh_read_file(path, &len, err, sizeof err);
   if (code == NULL) {
     lua_pushstring(L, err);
     return LUA_ERRFILE;
   }
-  /* Skip a "#!" first line, keeping line numbers right. */
-  size_t skip = 0;
-  if (len > 0 && code[0] == '#')
-    while (skip < len && code[skip] != '\n') skip++;
+  size_t skip = mh_shebang_len(code, len);
   char chunkname[PATH_MAX + 2];
   snprintf(chunkname, sizeof chunkname, "@%s", path);
   struct load_request req = {code + skip, len - skip, chunkname};

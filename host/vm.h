@@ -32,6 +32,9 @@ typedef struct mh_vm {
   int trusted;             /* the host's runtime state (runtime.h), not a sandbox */
   mh_output_fn print;      /* where print() goes; default stdout */
   void *print_ud;
+  int live_runs;           /* runs of this vm started and not yet ended (scheduler.c) */
+  int finishing;           /* a run of this vm is ending: its done callback is running */
+  int released;            /* mh_vm_release: freed when live_runs reaches 0 */
 } mh_vm;
 
 /* Count of VM instructions between two limit checks. */
@@ -51,6 +54,15 @@ mh_vm *mh_vm_of(lua_State *L);
 int mh_vm_load(lua_State *L, const char *code, size_t len, const char *chunkname, int env_idx);
 /* [-0, +1, -] Reads and loads a file the same way ("@path" chunk name). */
 int mh_vm_loadfile(lua_State *L, const char *path, int env_idx);
+/* [-0, +(0|1), -] Pushes a copy of len bytes at s, without raising: LUA_OK,
+ * or an error status with nothing pushed (memory ran out). */
+int mh_vm_pushtext(lua_State *L, const char *s, size_t len);
+/* The length of a "#!" first line (not its newline, so line numbers stay
+ * right), or 0: what loading a file skips. */
+size_t mh_shebang_len(const char *code, size_t len);
+/* Reads a whole file into host memory (the caller frees it); NULL with err
+ * filled ("cannot open PATH: reason") when it cannot. */
+char *mh_read_file(const char *path, size_t *len, char *err, size_t errlen);
 /* [-0, +1, m] Pushes a fresh script environment. */
 void mh_vm_new_env(lua_State *L);
 

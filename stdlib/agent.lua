@@ -19,7 +19,7 @@
 -- opts.ctx makes it part of another one. opts.on_event(ev) sees progress:
 -- {kind = "token", text=} while the model streams, "model_call", "tool_call",
 -- "tool_result", "delegate", "handoff", "error". Returns the output and a
--- report {run_id=, agent=, status=, usage=, iterations=}; raises on failure
+-- report {run_id=, agent=, version=, status=, usage=, iterations=}; raises on failure
 -- (the run is recorded as failed first).
 --
 -- Without `run`, the default loop: call the model with the conversation and
@@ -120,7 +120,8 @@ end
 
 function M.is_agent(v) return getmetatable(v) == Agent end
 
--- agents/NAME.lua, loaded once per sandbox
+-- agents/NAME.lua, loaded once per sandbox; a.version is the SHA-256 of
+-- the text it was loaded from (versions.of)
 function M.load(name)
   if type(name) ~= "string" or not name:match("^[%a_][%w_%-]*$") then
     error(("agent: '%s' is not an agent name"):format(tostring(name)), 2)
@@ -128,6 +129,7 @@ function M.load(name)
   local ok, a = pcall(require, "agents." .. name)
   if not ok then error(("agent: cannot load agents/%s.lua: %s"):format(name, tostring(a)), 2) end
   if not M.is_agent(a) then error(("agent: agents/%s.lua does not return an agent{}"):format(name), 2) end
+  if a.version == nil then a.version = versions.of("agents." .. name) end
   return a
 end
 
@@ -380,13 +382,13 @@ function Agent:run(input, opts)
     local output = run_in(self, input, ctx)
     return output
   end
-  local rec, err = runs.start{ agent = self.name, input = input }
+  local rec, err = runs.start{ agent = self.name, input = input, version = self.version }
   if not rec then error(err, 2) end
   local ctx = new_ctx(self, input, opts, nil)
   ctx.run_id = rec.id
   local ok, output, last = pcall(run_in, self, input, ctx)
   local u = usage_now()
-  local report = { run_id = rec.id, agent = self.name, iterations = (last or ctx).iterations,
+  local report = { run_id = rec.id, agent = self.name, version = self.version, iterations = (last or ctx).iterations,
                    usage = { input = u.input - ctx.usage_start.input, output = u.output - ctx.usage_start.output,
                              cost = u.cost - ctx.usage_start.cost } }
   if not ok then

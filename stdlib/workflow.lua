@@ -41,7 +41,8 @@
 -- depend on which branch finishes first. A step's outcome is journaled
 -- (workflows.step, committed before it returns) before the code sees it.
 -- Resuming a run (moonhive runs resume) runs the function again from the
--- top on the source the run started with: a step whose id is journaled
+-- top on the source the run started with (and each agent a wf:call ran
+-- before, on the version journaled with that call): a step whose id is journaled
 -- returns its journaled result (or raises its journaled error) without
 -- running; the first step that is not journaled runs for real. A journaled
 -- step of another kind, name or arguments than the code now asks for fails
@@ -281,7 +282,9 @@ local function register(self, id, kind, name, opts, output)
 end
 
 -- A durable step: replayed when journaled, else run, journaled, returned.
-local function step(self, kind, name, args, opts, exec)
+-- meta (optional) is filled by exec with the version of what it ran
+-- ({version=, path=, source=}: an agent's file), journaled with the step.
+local function step(self, kind, name, args, opts, exec, meta)
   check_live(self)
   local id = next_id(self, kind)
   local en = journaled(self, id, kind, name, args)
@@ -299,9 +302,11 @@ local function step(self, kind, name, args, opts, exec)
       text = e
     end
   end
+  meta = meta or {}
   journal(self, { step = id, kind = kind, name = name, args = args, status = ok and "ok" or "error",
                   result = text, error = not ok and result or nil, memory = encode(self.memory),
-                  attempts = attempts })
+                  attempts = attempts, version = meta.version, path = meta.path, source = meta.source })
+  if meta.version then self.stored[meta.version] = true end
   self.executed = self.executed + 1
   emit(self, { kind = "step_done", step = id, step_kind = kind, name = name, ok = ok, error = not ok and result or nil,
                ms = time.monotonic() - started, label = opts.label })
@@ -321,6 +326,33 @@ local function opts_of(opts, what)
   return opts
 end
 
+-- The agent agents/NAME.lua for a wf:call, and (in meta) the version it was
+-- loaded from: the one a resumed run journaled for NAME (self.pins: loaded
+-- from its stored text), else the sandbox's (pinned when the run started
+-- under the reload registry, else read from the project on first use).
+local function load_agent(self, name, meta)
+  local pin = self.pins[name]
+  if pin then
+    if not pin.agent then
+      local env = setmetatable({}, { __index = _ENV })
+      local chunk, err = load(pin.source, "@" .. (pin.path or ("agents/" .. name .. ".lua")), "t", env)
+      local a = chunk and chunk()
+      if not agentmod.is_agent(a) then
+        error(("wf:call: the version of agents/%s.lua this run used (%s) does not load: %s"):format(
+          name, pin.hash:sub(1, 12), tostring(err or "it does not return an agent{}")), 0)
+      end
+      pin.agent = a
+    end
+    meta.version, meta.path = pin.hash, pin.path
+    return pin.agent
+  end
+  local a = agentmod.load(name)
+  local hash, path, source = versions.of("agents." .. name)
+  meta.version, meta.path = hash, path
+  if hash and not self.stored[hash] then meta.source = source end -- stored with the first step that used it
+  return a
+end
+
 function Run:call(a, input, opts)
   opts = opts_of(opts, "wf:call")
   local name
@@ -332,11 +364,12 @@ function Run:call(a, input, opts)
   else
     error("wf:call: expected an agent{} or the name of one (agents/NAME.lua)", 2)
   end
+  local meta = {}
   return step(self, "call", name, digest(input), opts, function()
-    local ag = type(a) == "string" and agentmod.load(a) or a
+    local ag = type(a) == "string" and load_agent(self, a, meta) or a
     local parent = { depth = 0, memory = self.memory, run_id = self.id, on_event = self.agent_events }
     return ag:run(input, { ctx = parent })
-  end)
+  end, meta)
 end
 
 function Run:tool(name, args, opts)
@@ -497,11 +530,13 @@ end
 
 -- ---- running ----
 
-local function new_run(def, id, input, journal_entries, started_at, on_event, agent_events)
+-- pins: {NAME = {hash=, path=, source=}} the agent versions a resumed run used.
+local function new_run(def, id, input, journal_entries, started_at, on_event, agent_events, version, pins)
   return setmetatable({
     id = id, name = def.name, input = input, memory = {}, def = def, journal = journal_entries or {},
     scopes = setmetatable({}, { __mode = "k" }), started_at = started_at or time.now(), status = "running",
     replayed = 0, executed = 0, on_event = on_event, agent_events = agent_events, compensations = {},
+    version = version, pins = pins or {}, stored = {},
   }, Run)
 end
 
@@ -577,7 +612,8 @@ local function execute(run)
   end)
   local ok, output = body:wait()
   watcher:cancel()
-  local report = { run_id = run.id, workflow = def.name, steps = { executed = run.executed, replayed = run.replayed } }
+  local report = { run_id = run.id, workflow = def.name, version = run.version,
+                   steps = { executed = run.executed, replayed = run.replayed } }
   if ok then
     local good, text = pcall(encode, output)
     if not good then ok, output = false, "the workflow's output cannot be journaled: " .. text end
@@ -674,7 +710,7 @@ function M.main(def, json_out, path, source, ...)
   if not res then error(err, 0) end
   local on_event = not json_out and M.progress() or nil
   local run = new_run(def, res.id, decode(encoded), {}, res.started_at, on_event,
-                      not json_out and agentmod.progress() or nil)
+                      not json_out and agentmod.progress() or nil, res.version)
   emit(run, { kind = "started", run_id = run.id })
   local report = execute(run)
   print_report(report, json_out)
@@ -702,7 +738,7 @@ local function resume_one(r, json_out)
   local n = 0
   for _ in pairs(a.journal) do n = n + 1 end
   local run = new_run(def, a.id, decode(a.input), a.journal, a.started_at, not json_out and M.progress() or nil,
-                      not json_out and agentmod.progress() or nil)
+                      not json_out and agentmod.progress() or nil, r.version, a.agents)
   emit(run, { kind = "resumed", run_id = run.id, journaled = n })
   return execute(run)
 end

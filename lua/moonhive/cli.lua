@@ -48,7 +48,8 @@ local function show(id, opts)
   run.steps = workflows.journal(run.id)
   if opts.json then return cjson.encode(run) .. "\n" end
   local out = {
-    ("run %s  agent %s  %s"):format(run.id, run.agent, run.status),
+    ("run %s  agent %s  %s%s"):format(run.id, run.agent, run.status,
+                                      run.version and ("  version " .. run.version:sub(1, 12)) or ""),
     ("started %s  took %s  tokens %d in / %d out  cost $%.6f"):format(when(run.started_at),
       duration(run.started_at, run.finished_at), run.tokens_in or 0, run.tokens_out or 0, run.cost or 0),
     "input:  " .. short(run.input, 200),
@@ -61,9 +62,10 @@ local function show(id, opts)
                                                           ev.kind, ev.data ~= nil and short(ev.data, 160) or "")
   end
   if run.steps then
-    out[#out + 1] = ("steps (%d journaled, version %s):"):format(#run.steps, tostring(run.version):sub(1, 12))
+    out[#out + 1] = ("steps (%d journaled):"):format(#run.steps)
     for _, st in ipairs(run.steps) do
       local what = st.name and (st.kind .. " " .. st.name) or st.kind
+      if st.version then what = what .. "@" .. st.version:sub(1, 8) end -- the agent file's version
       local shown = st.status == "error" and ("error: " .. tostring(st.error)) or (st.result or "")
       out[#out + 1] = ("  %-8s +%-9s %-24s %-8s %s"):format(st.step, duration(run.started_at, st.at), short(what, 24),
                                                            st.status, short(shown, 120))

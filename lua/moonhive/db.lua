@@ -87,7 +87,10 @@ local migrations = {
       sent_at REAL NOT NULL,
       taken_at REAL);
     CREATE INDEX signals_waiting ON signals(run_id, name, taken_at)]],
-  -- 5: the service's API keys (only a SHA-256 of each key) and its audit log
+  -- 5: hot reload: the version (SHA-256) of the agent file each journaled
+  -- wf:call ran; its text is in workflow_versions
+  [[ALTER TABLE journal ADD COLUMN version TEXT]],
+  -- 6: the service's API keys (only a SHA-256 of each key) and its audit log
   [[CREATE TABLE api_keys (
       id TEXT PRIMARY KEY,
       hash TEXT NOT NULL,

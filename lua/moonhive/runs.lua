@@ -3,7 +3,7 @@
 -- status are stored in SQLite (tables runs and run_events, moonhive.db).
 --
 -- Bridge entries (host/mod_runs.c), each fn(request, emit, caller):
---   start{agent=, input=}               -> {id=}
+--   start{agent=, input=, version=}     -> {id=}   (version: SHA-256 of the agent file)
 --   event{kind=, agent=, data=}         -> {seq=}   (into caller.run_id)
 --   finish{status=, output=, error=}    -> {}       (caller.run_id)
 -- For the runtime itself: record(run_id, kind, agent, data) (llm.lua records
@@ -75,8 +75,9 @@ function _M.start(req)
   local db, err = database.get()
   if not db then return nil, "runs.start: " .. err end
   local id = new_id()
-  local ok, e = db:run("INSERT INTO runs (id, agent, status, input, started_at) VALUES (?, ?, 'running', ?, ?)",
-                       id, req.agent, encode(req.input), time.now())
+  local version = type(req.version) == "string" and req.version:match("^%x+$") or nil
+  local ok, e = db:run("INSERT INTO runs (id, agent, status, input, started_at, version) VALUES (?, ?, 'running', ?, ?, ?)",
+                       id, req.agent, encode(req.input), time.now(), version)
   if not ok then return nil, "runs.start: " .. e end
   seqs[id] = 0
   return { id = id }
@@ -109,7 +110,7 @@ end
 function _M.list(limit)
   local db, err = database.get()
   if not db then return nil, err end
-  local rows, e = db:query([[SELECT id, agent, kind, status, started_at, finished_at, tokens_in, tokens_out, cost
+  local rows, e = db:query([[SELECT id, agent, kind, version, status, started_at, finished_at, tokens_in, tokens_out, cost
                              FROM runs ORDER BY started_at DESC LIMIT ?]], limit or 20)
   if not rows then return nil, e end
   return rows

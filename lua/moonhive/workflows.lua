@@ -14,11 +14,17 @@
 --   unfinished{id=} -> {runs = {{id=, workflow=, path=, source=, version=}, ...}}
 --       what `moonhive runs resume [ID]` runs again, with the source each
 --       run started with
---   attach{id=} -> {id=, workflow=, input=, status=, started_at=, journal = {[step] = entry}}
---       binds the calling script to an unfinished run (C) and hands it the journal
---   step{step=, kind=, name=, args=, status=, result=, error=, memory=, attempts=} -> {status=}
+--   attach{id=} -> {id=, workflow=, input=, status=, started_at=, journal = {[step] = entry},
+--                   agents = {NAME = {hash=, path=, source=}}}
+--       binds the calling script to an unfinished run (C) and hands it the
+--       journal, and the version of each agent its wf:calls ran (the last one)
+--   step{step=, kind=, name=, args=, status=, result=, error=, memory=, attempts=,
+--        version=, path=, source=} -> {status=}
 --       journals a step of the caller's run (durable before it returns)
---       and answers the run's status, so the engine notices a cancellation
+--       and answers the run's status, so the engine notices a cancellation;
+--       version is the SHA-256 of the agent file a wf:call ran, whose text
+--       (source, from path) comes with the first step that used it and is
+--       stored with the versions
 --   status{status=, output=, error=} -> {status=}
 --   poll{} -> {status=}
 --   take_signal{name=, step=, memory=} -> {found=, payload=, status=}
@@ -94,13 +100,19 @@ function _M.attach(req)
   local entries
   entries, e = s.journal.load(run.id)
   if not entries then return nil, e end
-  local journal = {}
-  for _, en in ipairs(entries) do journal[en.step] = en end
+  local journal, agents = {}, {}
+  for _, en in ipairs(entries) do
+    journal[en.step] = en
+    if en.kind == "call" and en.version and en.name then
+      local v = s.versions.get(en.version)
+      if v then agents[en.name] = { hash = en.version, path = v.path, source = v.source } end
+    end
+  end
   local ok
   ok, e = s.runs.set(run.id, { status = "running" })
   if not ok then return nil, e end
   return { id = run.id, workflow = run.name, input = run.input, status = e or "running", journal = journal,
-           started_at = run.started_at }
+           started_at = run.started_at, agents = agents }
 end
 
 local function status_of(s, run_id)
@@ -109,12 +121,27 @@ local function status_of(s, run_id)
   return { status = run.status }
 end
 
+-- Stores the text of version `hash` (an agent file a step ran) once it is
+-- checked to be that text.
+local function store_version(s, hash, path, source)
+  if type(source) ~= "string" then return true end
+  if crypto.sha256(source) ~= hash then return nil, "workflow: a step's agent source does not match its version" end
+  local ok, e = s.versions.put(hash, path, source)
+  if not ok then return nil, "workflow: cannot store an agent's version: " .. e end
+  return true
+end
+
 function _M.step(req, _, caller)
   local s, err = run_backend(caller)
   if not s then return nil, err end
+  if req.version ~= nil and (type(req.version) ~= "string" or not req.version:match("^%x+$")) then
+    return nil, "workflow: a step's version must be a SHA-256 in hex"
+  end
+  local stored, serr = store_version(s, req.version, req.path, req.source)
+  if not stored then return nil, serr end
   local ok, e = s.journal.put(caller.run_id, {
     step = req.step, kind = req.kind, name = req.name, args = req.args, status = req.status, result = req.result,
-    error = req.error, memory = req.memory, attempts = req.attempts })
+    error = req.error, memory = req.memory, attempts = req.attempts, version = req.version })
   if not ok then return nil, "workflow: cannot journal step " .. tostring(req.step) .. ": " .. e end
   return status_of(s, caller.run_id)
 end

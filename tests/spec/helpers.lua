@@ -203,6 +203,7 @@ end
 function H.spawn(args, opts)
   return H.spawn_program(H.bin, args, opts)
 end
+H.start = H.spawn
 
 -- Waits until `moonhive runs show ID` says the run's status is `status`
 -- (opts: cwd=, env= as H.exec); true when it does within 10 s.
@@ -337,9 +338,10 @@ function H.start_mockllm()
 end
 
 -- Starts a program in the background (opts: env=, cwd= as H.exec, wait_ms=).
--- p.stdout() and p.stderr() so far, p.exited, p.kill(signal = "sigkill"),
--- p.wait() -> {code=, signal=, stdout=, stderr=, timed_out=} once it exits
--- (killed with SIGKILL after wait_ms, default 30 s).
+-- p.stdout() and p.stderr() so far, p.exited, p.kill(signal = "sigkill")
+-- (also p.signal(name)), p.wait([ms]) -> {code=, signal=, stdout=, stderr=,
+-- timed_out=} once it exits (killed with SIGKILL after ms, else wait_ms,
+-- default 30 s).
 function H.spawn_program(path, args, opts)
   opts = opts or {}
   local out, err, res = {}, {}, {}
@@ -364,8 +366,9 @@ function H.spawn_program(path, args, opts)
   function p.stdout() return table.concat(out) end
   function p.stderr() return table.concat(err) end
   function p.kill(signal) if res.code == nil then handle:kill(signal or "sigkill") end end
-  function p.wait()
-    if not H.wait_until(function() return res.code ~= nil and open == 0 end, opts.wait_ms or 30000) then
+  p.signal = p.kill
+  function p.wait(ms)
+    if not H.wait_until(function() return res.code ~= nil and open == 0 end, ms or opts.wait_ms or 30000) then
       res.timed_out = true
       p.kill()
       H.wait_until(function() return res.code ~= nil and open == 0 end, 5000)

@@ -22,8 +22,9 @@
 --
 --   journal.put(run_id, entry) -> true
 --       entry = {step=, kind=, name=, args=, status=, result=, error=,
---                memory=, attempts=}; step is the engine's replay id ("3",
---                "4.2.1"); args a digest of the step's arguments;
+--                memory=, attempts=, version=}; step is the engine's replay id ("3",
+--                "4.2.1"); args a digest of the step's arguments; version
+--                the SHA-256 of the agent file a wf:call ran (its text is in versions);
 --       status "started" (a sleep's wake-up time, a wait's deadline),
 --       "ok" or "error". An entry is written once, except that a "started"
 --       entry may be replaced by its outcome. Durable before it returns
@@ -31,6 +32,8 @@
 --   journal.load(run_id) -> {entry, ...} in the order they were written
 --
 --   versions.put(hash, path, source) -> true   (idempotent: hash is SHA-256)
+--       the texts of the workflow files runs started with and of the agent
+--       files their wf:calls ran
 --   versions.get(hash) -> {hash, path, source} | nil, message
 --
 --   signals.send(run_id, name, payload) -> id

@@ -1,7 +1,8 @@
 -- moonhive.store.sqlite — the embedded backend of moonhive.store (see
 -- store/init.lua for the contract): tables runs (kind 'workflow'), journal,
--- workflow_versions and signals of $MOONHIVE_DATA/moonhive.db (migration 4
--- in db.lua), on the process's one connection.
+-- workflow_versions (workflow and agent texts) and signals of
+-- $MOONHIVE_DATA/moonhive.db (migrations 4 and 5 in db.lua), on the
+-- process's one connection.
 --
 -- Durability (the fsync policy). The database is in WAL mode. Every journal
 -- write is its own transaction, committed before journal.put returns.
@@ -115,15 +116,15 @@ local function put(d, run_id, en)
   local ok, e
   if prev then
     ok, e = d:run([[UPDATE journal SET kind = ?, name = ?, args = ?, status = ?, result = ?, error = ?, memory = ?,
-                      attempts = ?, at = ? WHERE run_id = ? AND step = ?]],
+                      attempts = ?, at = ?, version = ? WHERE run_id = ? AND step = ?]],
                   en.kind, en.name, en.args, en.status, en.result, en.error, en.memory,
-                  en.attempts or 1, time.now(), run_id, en.step)
+                  en.attempts or 1, time.now(), en.version, run_id, en.step)
   else
     ok, e = d:run([[INSERT INTO journal (run_id, step, pos, kind, name, args, status, result, error, memory,
-                                         attempts, at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]],
+                                         attempts, at, version)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]],
                   run_id, en.step, pos, en.kind, en.name, en.args, en.status, en.result, en.error,
-                  en.memory, en.attempts or 1, time.now())
+                  en.memory, en.attempts or 1, time.now(), en.version)
   end
   if not ok then error(e, 0) end
   return true
@@ -140,7 +141,7 @@ end
 function _M.journal.load(run_id)
   local d, err = db()
   if not d then return nil, err end
-  local rows, e = d:query([[SELECT step, kind, name, args, status, result, error, memory, attempts, at
+  local rows, e = d:query([[SELECT step, kind, name, args, status, result, error, memory, attempts, at, version
                             FROM journal WHERE run_id = ? ORDER BY pos]], run_id)
   if not rows then return nil, e end
   return rows
