@@ -19,6 +19,7 @@ int mh_cmd_eval(int argc, char **argv);
 int mh_cmd_repl(int argc, char **argv);
 int mh_cmd_chat(int argc, char **argv);
 int mh_cmd_runs(int argc, char **argv);
+int mh_cmd_trace(int argc, char **argv);
 int mh_cmd_test(int argc, char **argv);
 
 /* cli_workflow.c: `moonhive runs resume [ID]`; [-0, +(0|1), m] pushes a
@@ -27,6 +28,6 @@ int mh_cmd_runs_resume(int argc, char **argv);
 int mh_cli_push_file(lua_State *L, const char *path);
 
 extern const char mh_help_run[], mh_help_eval[], mh_help_repl[], mh_help_chat[], mh_help_runs[],
-    mh_help_test[];
+    mh_help_test[], mh_help_trace[];
 
 #endif

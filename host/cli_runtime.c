@@ -1,6 +1,7 @@
 /* cli_runtime.c — commands answered by the trusted runtime's lua/moonhive/cli.lua:
  * `moonhive runs [list] [--limit N] [--json]`, `moonhive runs show ID [--json]`,
- * `runs cancel ID`, `runs signal ID NAME [JSON]` (`runs resume` is in
+ * `runs cancel ID`, `runs signal ID NAME [JSON]`, `moonhive trace ID
+ * [--json] [--verbose]` (`runs resume` is in
  * cli_workflow.c: it runs sandboxed workflow code).
  *
  * The command's arguments go to the runtime function as a list of strings;
@@ -30,6 +31,17 @@ const char mh_help_runs[] =
   "it started with: journaled steps are not executed again. cancel stops a\n"
   "workflow run; signal sends NAME (with a JSON payload) to one waiting in\n"
   "wf:wait_signal. Runs are stored in $MOONHIVE_DATA/moonhive.db.\n";
+
+const char mh_help_trace[] =
+  "usage: moonhive trace ID [--json] [--verbose]\n"
+  "\n"
+  "Shows a recorded run as a tree with durations, tokens and cost: a\n"
+  "workflow run's journaled steps (3.2.1 under 3), under each wf:call step\n"
+  "the agent run it started, under each agent run its model calls and tool\n"
+  "calls. --verbose adds the prompts model calls were recorded with (system\n"
+  "prompt and newest messages, 4 KB each), tool arguments and results, step\n"
+  "results, run input and output; --json prints the tree as JSON. ID may be a\n"
+  "unique prefix.\n";
 
 typedef struct answer {
   int finished, code;
@@ -91,4 +103,8 @@ int mh_cmd_runs(int argc, char **argv) {
     }
   if (argc > 0 && strcmp(argv[0], "resume") == 0) return mh_cmd_runs_resume(argc - 1, argv + 1);
   return runtime_command("runs", argc, argv);
+}
+
+int mh_cmd_trace(int argc, char **argv) {
+  return runtime_command("trace", argc, argv);
 }

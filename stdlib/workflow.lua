@@ -195,15 +195,15 @@ local function retryable(on, err)
   return false
 end
 
--- Runs exec under opts' retry and timeout: ok, result, attempts.
+-- Runs exec(id) under opts' retry and timeout: ok, result, attempts.
 local function attempt(self, id, kind, name, opts, exec)
   local r = opts.retry or self.def.retry or {}
   local attempts, delay = r.attempts or 1, r.backoff_ms or 200
   local label = ("step %s %s"):format(id, describe(kind, name))
   for n = 1, attempts do
     local ok, result
-    if opts.timeout then ok, result = toolmod.bounded(opts.timeout, label, exec)
-    else ok, result = pcall(exec) end
+    if opts.timeout then ok, result = toolmod.bounded(opts.timeout, label, exec, id)
+    else ok, result = pcall(exec, id) end
     if ok then return true, result, n end
     result = tostring(result)
     if self.fatal or n == attempts or not retryable(r.on, result) then return false, result, n end
@@ -222,7 +222,7 @@ local function step(self, kind, name, args, opts, exec)
   local en = journaled(self, id, kind, name, args)
   if en then return replay(self, id, en, kind, name) end
   emit(self, { kind = "step_start", step = id, step_kind = kind, name = name })
-  local started = time.monotonic()
+  local started, started_at = time.monotonic(), time.now()
   local ok, result, attempts = attempt(self, id, kind, name, opts, exec)
   check_live(self)
   local text
@@ -236,7 +236,7 @@ local function step(self, kind, name, args, opts, exec)
   end
   journal(self, { step = id, kind = kind, name = name, args = args, status = ok and "ok" or "error",
                   result = text, error = not ok and result or nil, memory = encode(self.memory),
-                  attempts = attempts })
+                  attempts = attempts, started_at = started_at })
   self.executed = self.executed + 1
   emit(self, { kind = "step_done", step = id, step_kind = kind, name = name, ok = ok, error = not ok and result or nil,
                ms = time.monotonic() - started })
@@ -263,10 +263,14 @@ function Run:call(a, input, opts)
   else
     error("wf:call: expected an agent{} or the name of one (agents/NAME.lua)", 2)
   end
-  return step(self, "call", name, digest(input), opts, function()
+  return step(self, "call", name, digest(input), opts, function(id)
     local ag = type(a) == "string" and agentmod.load(a) or a
-    local parent = { depth = 0, memory = self.memory, run_id = self.id, on_event = self.agent_events }
-    return ag:run(input, { ctx = parent })
+    -- a recorded run of its own, the child of step id (moonhive trace), in
+    -- its own task: recording binds the calling task to the new run
+    local t = task.spawn(ag.run, ag, input, { memory = self.memory, on_event = self.agent_events, parent_step = id })
+    local ok, output = t:wait()
+    if not ok then error(output, 0) end
+    return output
   end)
 end
 
@@ -328,12 +332,13 @@ local function composite(self, kind, fns, limit)
   local id = next_id(self, kind)
   local en = journaled(self, id, kind, nil, tostring(#fns))
   if en then return replay(self, id, en, kind, nil) end
+  local started_at = time.now()
   local ok, results = pcall(branches, self, id, fns, limit)
   check_live(self)
   if not ok then error(results, 0) end
   local text = encode(results)
   journal(self, { step = id, kind = kind, args = tostring(#fns), status = "ok", result = text,
-                  memory = encode(self.memory) })
+                  memory = encode(self.memory), started_at = started_at })
   self.executed = self.executed + 1
   return decode(text)
 end

@@ -87,6 +87,12 @@ local migrations = {
       sent_at REAL NOT NULL,
       taken_at REAL);
     CREATE INDEX signals_waiting ON signals(run_id, name, taken_at)]],
+  -- 5: tracing (moonhive trace): the run that started a run and, for the
+  -- agent run of a workflow step, that step's id; when a journaled step started
+  [[ALTER TABLE runs ADD COLUMN parent_run TEXT;
+    ALTER TABLE runs ADD COLUMN parent_step TEXT;
+    CREATE INDEX runs_parent ON runs(parent_run);
+    ALTER TABLE journal ADD COLUMN started_at REAL]],
 }
 
 local db, failure

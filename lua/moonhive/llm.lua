@@ -126,6 +126,7 @@ local function record(caller, req, pname, model, started, res, err)
   if not (caller and caller.run_id) then return end
   local data = { model = pname and (pname .. "/" .. tostring(model)) or req.model,
                  ms = math.floor(time.monotonic() - started) }
+  if type(req.messages) == "table" then data.system, data.messages, data.omitted = runs.prompt(req) end
   if res then
     data.usage, data.cost, data.finish_reason, data.cached = res.usage, res.cost, res.finish_reason, res.cached
     data.tool_calls = res.tool_calls and #res.tool_calls or nil

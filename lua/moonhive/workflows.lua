@@ -16,9 +16,11 @@
 --       run started with
 --   attach{id=} -> {id=, workflow=, input=, status=, started_at=, journal = {[step] = entry}}
 --       binds the calling script to an unfinished run (C) and hands it the journal
---   step{step=, kind=, name=, args=, status=, result=, error=, memory=, attempts=} -> {status=}
+--   step{step=, kind=, name=, args=, status=, result=, error=, memory=, attempts=, started_at=} -> {status=}
 --       journals a step of the caller's run (durable before it returns)
---       and answers the run's status, so the engine notices a cancellation
+--       and answers the run's status, so the engine notices a cancellation;
+--       agent runs a wf:call step started and left running (a timed-out or
+--       retried attempt) are marked failed
 --   status{status=, output=, error=} -> {status=}
 --   poll{} -> {status=}
 --   take_signal{name=, step=, memory=} -> {found=, payload=, status=}
@@ -26,6 +28,7 @@
 local cjson = require "cjson"
 local crypto = require "crypto"
 local stores = require "moonhive.store"
+local runs = require "moonhive.runs"
 
 local _M = {}
 
@@ -99,6 +102,8 @@ function _M.attach(req)
   local ok
   ok, e = s.runs.set(run.id, { status = "running" })
   if not ok then return nil, e end
+  -- agent runs its steps had going when its last process stopped
+  runs.abandon(run.id, nil, "interrupted: the process running its workflow stopped")
   return { id = run.id, workflow = run.name, input = run.input, status = e or "running", journal = journal,
            started_at = run.started_at }
 end
@@ -114,8 +119,12 @@ function _M.step(req, _, caller)
   if not s then return nil, err end
   local ok, e = s.journal.put(caller.run_id, {
     step = req.step, kind = req.kind, name = req.name, args = req.args, status = req.status, result = req.result,
-    error = req.error, memory = req.memory, attempts = req.attempts })
+    error = req.error, memory = req.memory, attempts = req.attempts,
+    started_at = type(req.started_at) == "number" and req.started_at or nil })
   if not ok then return nil, "workflow: cannot journal step " .. tostring(req.step) .. ": " .. e end
+  if req.kind == "call" and (req.status == "error" or (tonumber(req.attempts) or 1) > 1) then
+    runs.abandon(caller.run_id, req.step, "stopped: " .. tostring(req.error or "its step went on with another attempt"))
+  end
   return status_of(s, caller.run_id)
 end
 

@@ -22,13 +22,17 @@
 --
 --   journal.put(run_id, entry) -> true
 --       entry = {step=, kind=, name=, args=, status=, result=, error=,
---                memory=, attempts=}; step is the engine's replay id ("3",
---                "4.2.1"); args a digest of the step's arguments;
+--                memory=, attempts=, started_at=}; step is the engine's
+--                replay id ("3", "4.2.1"); args a digest of the step's
+--                arguments; started_at when the step began (optional);
 --       status "started" (a sleep's wake-up time, a wait's deadline),
 --       "ok" or "error". An entry is written once, except that a "started"
---       entry may be replaced by its outcome. Durable before it returns
---       (see the backend for exactly how durable).
---   journal.load(run_id) -> {entry, ...} in the order they were written
+--       entry may be replaced by its outcome (which keeps the started
+--       entry's time as started_at when it has none). Durable before it
+--       returns (see the backend for exactly how durable).
+--   journal.load(run_id) -> {entry, ...} in the order they were written;
+--       each also has `at` (when it was written) and started_at (at when
+--       the step gave none)
 --
 --   versions.put(hash, path, source) -> true   (idempotent: hash is SHA-256)
 --   versions.get(hash) -> {hash, path, source} | nil, message

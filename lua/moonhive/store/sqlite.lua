@@ -113,17 +113,17 @@ local function put(d, run_id, en)
     pos = (row and row.n or 0) + 1
   end
   local ok, e
-  if prev then
+  if prev then -- the outcome of a started step: it started when the started entry was written
     ok, e = d:run([[UPDATE journal SET kind = ?, name = ?, args = ?, status = ?, result = ?, error = ?, memory = ?,
-                      attempts = ?, at = ? WHERE run_id = ? AND step = ?]],
+                      attempts = ?, started_at = coalesce(?, started_at, at), at = ? WHERE run_id = ? AND step = ?]],
                   en.kind, en.name, en.args, en.status, en.result, en.error, en.memory,
-                  en.attempts or 1, time.now(), run_id, en.step)
+                  en.attempts or 1, en.started_at, time.now(), run_id, en.step)
   else
     ok, e = d:run([[INSERT INTO journal (run_id, step, pos, kind, name, args, status, result, error, memory,
-                                         attempts, at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]],
+                                         attempts, started_at, at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]],
                   run_id, en.step, pos, en.kind, en.name, en.args, en.status, en.result, en.error,
-                  en.memory, en.attempts or 1, time.now())
+                  en.memory, en.attempts or 1, en.started_at, time.now())
   end
   if not ok then error(e, 0) end
   return true
@@ -140,7 +140,8 @@ end
 function _M.journal.load(run_id)
   local d, err = db()
   if not d then return nil, err end
-  local rows, e = d:query([[SELECT step, kind, name, args, status, result, error, memory, attempts, at
+  local rows, e = d:query([[SELECT step, kind, name, args, status, result, error, memory, attempts,
+                                   coalesce(started_at, at) AS started_at, at
                             FROM journal WHERE run_id = ? ORDER BY pos]], run_id)
   if not rows then return nil, e end
   return rows
