@@ -28,7 +28,8 @@ const char mh_help_runs[] =
   "start, duration, tokens, cost), or shows one run with its input, output,\n"
   "every event and (workflows) its step journal. ID may be a unique prefix.\n"
   "resume runs again every unfinished workflow run (or run ID) on the version\n"
-  "it started with: journaled steps are not executed again. cancel stops a\n"
+  "it started with: journaled steps are not executed again; it also claims\n"
+  "and runs the pending runs `moonhive run FILE --enqueue` queued. cancel stops a\n"
   "workflow run; signal sends NAME (with a JSON payload) to one waiting in\n"
   "wf:wait_signal. Runs are stored in $MOONHIVE_DATA/moonhive.db.\n";
 

@@ -521,9 +521,11 @@ function M.progress()
 end
 
 local function parse_input(args)
-  local words, input, i = {}, nil, 1
+  local words, input, i, queue = {}, nil, 1, false
   while i <= #args do
-    if args[i] == "--input" then
+    if args[i] == "--enqueue" then
+      queue, i = true, i + 1
+    elseif args[i] == "--input" then
       if args[i + 1] == nil then error("--input needs a JSON value: --input '{\"task\": \"...\"}'", 0) end
       local v, err = json.decode(args[i + 1])
       if err then error("--input is not JSON: " .. err, 0) end
@@ -535,7 +537,7 @@ local function parse_input(args)
     end
   end
   if input == nil and #words > 0 then input = table.concat(words, " ") end
-  return input
+  return input, queue
 end
 
 local function print_report(report, json_out)
@@ -544,12 +546,17 @@ local function print_report(report, json_out)
 end
 
 -- Starts workflow `def` (what FILE returned; source is FILE's text) with
--- input from the command line: --input JSON, or the words joined.
+-- input from the command line: --input JSON, or the words joined; with
+-- --enqueue, only queues it (status pending) and prints its id.
 function M.main(def, json_out, path, source, ...)
-  local input = parse_input({ ... })
+  local input, queue = parse_input({ ... })
   local encoded = encode(input)
-  local res, err = workflows.begin{ workflow = def.name, path = path, source = source, input = encoded }
+  local res, err = workflows.begin{ workflow = def.name, path = path, source = source, input = encoded, queue = queue }
   if not res then error(err, 0) end
+  if queue then
+    print(json_out and json.encode({ run_id = res.id, workflow = def.name, status = res.status }) or res.id)
+    return
+  end
   local on_event = not json_out and M.progress() or nil
   local run = new_run(def, res.id, decode(encoded), {}, res.started_at, on_event,
                       not json_out and agentmod.progress() or nil)

@@ -8,12 +8,14 @@
 -- Values named input, output, result, memory and payload are JSON text (the
 -- engine encodes and decodes them with stdlib json, which is exact).
 --
---   begin{workflow=, path=, source=, input=} -> {id=, version=, started_at=}
+--   begin{workflow=, path=, source=, input=, queue=} -> {id=, version=, started_at=, status=}
 --       stores the source by its SHA-256 and creates the run; C binds the
---       calling script to it (as runs.start does)
+--       calling script to it (as runs.start does). queue = true: the run is
+--       only enqueued (status pending) for a `runs resume` or a service to claim
 --   unfinished{id=} -> {runs = {{id=, workflow=, path=, source=, version=}, ...}}
 --       what `moonhive runs resume [ID]` runs again, with the source each
---       run started with
+--       run started with: run ID, or the running and waiting runs and every
+--       pending run this call could claim
 --   attach{id=} -> {id=, workflow=, input=, status=, started_at=, journal = {[step] = entry}}
 --       binds the calling script to an unfinished run (C) and hands it the journal
 --   step{step=, kind=, name=, args=, status=, result=, error=, memory=, attempts=, started_at=} -> {status=}
@@ -56,9 +58,10 @@ function _M.begin(req)
   local ok, e = s.versions.put(version, req.path, req.source)
   if not ok then return nil, "workflow: cannot store its version: " .. e end
   local id
-  id, e = s.runs.create{ kind = "workflow", name = req.workflow, version = version, input = req.input }
+  local status = req.queue and "pending" or "running"
+  id, e = s.runs.create{ kind = "workflow", name = req.workflow, version = version, input = req.input, status = status }
   if not id then return nil, "workflow: cannot create the run: " .. e end
-  return { id = id, version = version, started_at = time.now() }
+  return { id = id, version = version, started_at = time.now(), status = status }
 end
 
 function _M.unfinished(req)
@@ -73,8 +76,17 @@ function _M.unfinished(req)
     if not UNFINISHED[run.status] then return nil, ("run %s is %s: nothing to resume"):format(run.id, run.status) end
     list = { run }
   else
-    list, e = s.runs.unfinished{ kind = "workflow" }
-    if not list then return nil, e end
+    local all
+    all, e = s.runs.unfinished{ kind = "workflow" }
+    if not all then return nil, e end
+    list = {}
+    for _, run in ipairs(all) do
+      if run.status == "pending" then -- another process may claim it first
+        run, e = s.runs.claim{ kind = "workflow", id = run.id }
+        if run == nil then return nil, e end
+      end
+      if run then list[#list + 1] = run end
+    end
   end
   local out = {}
   for i, run in ipairs(list) do
@@ -100,7 +112,12 @@ function _M.attach(req)
   local journal = {}
   for _, en in ipairs(entries) do journal[en.step] = en end
   local ok
-  ok, e = s.runs.set(run.id, { status = "running" })
+  if run.status == "pending" then
+    ok, e = s.runs.claim{ kind = "workflow", id = run.id }
+    if ok then run = ok elseif ok == false then e = ("run %s was claimed by another process"):format(run.id) end
+  else
+    ok, e = s.runs.set(run.id, { status = "running" })
+  end
   if not ok then return nil, e end
   -- agent runs its steps had going when its last process stopped
   runs.abandon(run.id, nil, "interrupted: the process running its workflow stopped")

@@ -1,5 +1,6 @@
 -- moonhive.store — where durable workflow runs live: the runs and their
--- statuses (the queue of unfinished work), each run's step journal, the
+-- statuses (pending runs are the queue of work not started yet; pending,
+-- running and waiting ones are unfinished), each run's step journal, the
 -- workflow sources runs started with, and signals. The workflow engine
 -- (moonhive.workflows) talks to this interface only, never to SQL, so a
 -- second backend (Redis, for several workers sharing runs) is one more
@@ -8,8 +9,9 @@
 -- The contract every backend implements. Every function returns its value,
 -- or nil and a short message; none raises on a storage failure.
 --
---   runs.create{kind=, name=, version=, input=} -> id
---       a new run, status "running"; ids sort by creation time
+--   runs.create{kind=, name=, version=, input=, status=} -> id
+--       a new run, status "running", or "pending": queued until a
+--       process claims it; ids sort by creation time
 --   runs.get(id) -> run | nil, "no run 'ID'"
 --       run = {id, kind, name, version, status, input, output, error,
 --              started_at, finished_at}; a unique id prefix is enough
@@ -19,6 +21,11 @@
 --       a run already cancelled stays cancelled (returns true, "cancelled")
 --   runs.unfinished{kind=} -> {run, ...}
 --       runs whose status is pending, running or waiting, oldest first
+--   runs.claim{kind=, id=} -> run | false
+--       the queue: the oldest pending run of kind (or run id, when it is
+--       pending) becomes running, with started_at now, in one atomic step,
+--       so two processes claiming at once never get the same run; false
+--       when there is none
 --
 --   journal.put(run_id, entry) -> true
 --       entry = {step=, kind=, name=, args=, status=, result=, error=,

@@ -55,12 +55,35 @@ end
 function _M.runs.create(req)
   local d, err = db()
   if not d then return nil, err end
+  local status = req.status or "running"
+  if status ~= "running" and status ~= "pending" then return nil, "a new run is running or pending, not " .. status end
   local id = new_id()
   local ok, e = d:run([[INSERT INTO runs (id, agent, kind, version, status, input, started_at)
-                        VALUES (?, ?, ?, ?, 'running', ?, ?)]],
-                      id, req.name, req.kind or "workflow", req.version, req.input, time.now())
+                        VALUES (?, ?, ?, ?, ?, ?, ?)]],
+                      id, req.name, req.kind or "workflow", req.version, status, req.input, time.now())
   if not ok then return nil, e end
   return id
+end
+
+function _M.runs.claim(req)
+  local d, err = db()
+  if not d then return nil, err end
+  local ok, row = pcall(d.transaction, d, function(t)
+    local r
+    if req.id then
+      r = t:first("SELECT * FROM runs WHERE id = ? AND status = 'pending'", req.id)
+    else
+      r = t:first("SELECT * FROM runs WHERE kind = ? AND status = 'pending' ORDER BY started_at, rowid LIMIT 1",
+                  req.kind or "workflow")
+    end
+    if not r then return false end
+    r.status, r.started_at = "running", time.now()
+    local done, e = t:run("UPDATE runs SET status = 'running', started_at = ? WHERE id = ?", r.started_at, r.id)
+    if not done then error(e, 0) end
+    return r
+  end)
+  if not ok then return nil, tostring(row) end
+  return row and run_row(row)
 end
 
 function _M.runs.get(id)
