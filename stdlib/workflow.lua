@@ -47,7 +47,7 @@ Run.__index = Run
 M.Run = Run
 
 local POLL_MS = 100     -- waiting for a signal: how often the store is asked
-local WATCH_MS = 250    -- a running workflow: how often it looks for a cancellation
+local WATCH_MS = 250    -- a running workflow: how often it looks for a cancellation (and renews its lease)
 local NAME = "^[%a_][%w_%-]*$"
 
 local function fail(msg) error({ message = "workflow: " .. msg }, 0) end
@@ -447,6 +447,11 @@ local function execute(run)
     while true do
       sleep(WATCH_MS)
       local res = workflows.poll{}
+      if res and res.lost then -- another process executes the run now
+        run.fatal = run.fatal or res.lost
+        body:cancel()
+        return
+      end
       if res and res.status == "cancelled" then
         run.fatal, run.status = run.fatal or "workflow run cancelled", "cancelled"
         body:cancel()
@@ -586,6 +591,7 @@ end
 function M.resume_main(json_out, id)
   local res, err = workflows.unfinished{ id = id }
   if not res then error(err, 0) end
+  for _, why in ipairs(res.busy or {}) do log.write(why .. ": left alone\n") end
   if #res.runs == 0 then
     if json_out then print("[]") else log.write("no unfinished workflow runs\n") end
     return

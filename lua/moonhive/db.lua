@@ -93,6 +93,10 @@ local migrations = {
     ALTER TABLE runs ADD COLUMN parent_step TEXT;
     CREATE INDEX runs_parent ON runs(parent_run);
     ALTER TABLE journal ADD COLUMN started_at REAL]],
+  -- 6: a workflow run's lease (moonhive.store.sqlite): which process
+  -- executes it, until when
+  [[ALTER TABLE runs ADD COLUMN lease_owner TEXT;
+    ALTER TABLE runs ADD COLUMN lease_until REAL]],
 }
 
 local db, failure

@@ -9,33 +9,41 @@
 -- engine encodes and decodes them with stdlib json, which is exact).
 --
 --   begin{workflow=, path=, source=, input=, queue=} -> {id=, version=, started_at=, status=}
---       stores the source by its SHA-256 and creates the run; C binds the
---       calling script to it (as runs.start does). queue = true: the run is
---       only enqueued (status pending) for a `runs resume` or a service to claim
---   unfinished{id=} -> {runs = {{id=, workflow=, path=, source=, version=}, ...}}
+--       stores the source by its SHA-256 and creates the run, leased to this
+--       process (moonhive.lease); C binds the calling script to it (as
+--       runs.start does). queue = true: the run is only enqueued (status
+--       pending, no lease) for a `runs resume` or a service to claim
+--   unfinished{id=} -> {runs = {{id=, workflow=, path=, source=, version=}, ...}, busy = {message, ...}}
 --       what `moonhive runs resume [ID]` runs again, with the source each
---       run started with: run ID, or the running and waiting runs and every
---       pending run this call could claim
+--       run started with, each now leased to this process: run ID (an
+--       error when another live process holds it), or every unfinished run
+--       whose lease it could take (busy: why the others were left alone)
 --   attach{id=} -> {id=, workflow=, input=, status=, started_at=, journal = {[step] = entry}}
---       binds the calling script to an unfinished run (C) and hands it the journal
+--       binds the calling script to an unfinished run this process holds
+--       the lease of (C) and hands it the journal
 --   step{step=, kind=, name=, args=, status=, result=, error=, memory=, attempts=, started_at=} -> {status=}
 --       journals a step of the caller's run (durable before it returns)
 --       and answers the run's status, so the engine notices a cancellation;
 --       agent runs a wf:call step started and left running (a timed-out or
 --       retried attempt) are marked failed
 --   status{status=, output=, error=} -> {status=}
---   poll{} -> {status=}
+--   poll{} -> {status=, lost=}   (renews the lease; lost: another process took the run over)
 --   take_signal{name=, step=, memory=} -> {found=, payload=, status=}
+-- The writes of step, status and take_signal are fenced by the lease: after
+-- another process took the run over they fail and write nothing.
+-- shutdown() (the host closing) releases this process's leases.
 
 local cjson = require "cjson"
 local crypto = require "crypto"
 local stores = require "moonhive.store"
 local runs = require "moonhive.runs"
+local lease = require "moonhive.lease"
 
 local _M = {}
 
 local UNFINISHED = { pending = true, running = true, waiting = true }
 local SETTABLE = { running = true, waiting = true, succeeded = true, failed = true }
+local TERMINAL = { succeeded = true, failed = true }
 
 local function backend(what)
   local s, err = stores.backend()
@@ -54,38 +62,59 @@ function _M.begin(req)
   if not s then return nil, err end
   if type(req.workflow) ~= "string" or req.workflow == "" then return nil, "workflow: 'workflow' must be a name" end
   if type(req.source) ~= "string" then return nil, "workflow: 'source' must be the workflow file's text" end
+  local ms, lerr = lease.duration()
+  if not ms then return nil, lerr end
   local version = crypto.sha256(req.source)
   local ok, e = s.versions.put(version, req.path, req.source)
   if not ok then return nil, "workflow: cannot store its version: " .. e end
   local id
   local status = req.queue and "pending" or "running"
-  id, e = s.runs.create{ kind = "workflow", name = req.workflow, version = version, input = req.input, status = status }
+  id, e = s.runs.create{ kind = "workflow", name = req.workflow, version = version, input = req.input, status = status,
+                         owner = not req.queue and lease.owner() or nil, lease_ms = ms }
   if not id then return nil, "workflow: cannot create the run: " .. e end
+  if not req.queue then lease.adopt(id) end
   return { id = id, version = version, started_at = time.now(), status = status }
+end
+
+-- Makes run (unfinished) this process's to execute: a pending one is
+-- claimed, a running or waiting one leased. The run, false when another
+-- process claimed it first, or nil and a message (who executes it).
+local function take(s, run)
+  if run.status == "pending" then
+    local ms, err = lease.duration()
+    if not ms then return nil, err end
+    local claimed, e = s.runs.claim{ kind = "workflow", id = run.id, owner = lease.owner(), lease_ms = ms }
+    if claimed then lease.adopt(run.id) end
+    return claimed, e
+  end
+  local ok, e = lease.take(s, run.id)
+  if not ok then return nil, e end
+  return run
 end
 
 function _M.unfinished(req)
   local s, err = backend("runs resume")
   if not s then return nil, err end
-  local list, e
+  local list, busy, e = {}, {}, nil
   if req.id then
     local run
     run, e = s.runs.get(req.id)
     if not run then return nil, e end
     if run.kind ~= "workflow" then return nil, ("run %s is an agent run, not a workflow run"):format(run.id) end
     if not UNFINISHED[run.status] then return nil, ("run %s is %s: nothing to resume"):format(run.id, run.status) end
-    list = { run }
+    local mine
+    mine, e = take(s, run)
+    if mine == false then e = ("run %s was claimed by another process"):format(run.id) end
+    if not mine then return nil, e end
+    list[1] = mine
   else
     local all
     all, e = s.runs.unfinished{ kind = "workflow" }
     if not all then return nil, e end
-    list = {}
     for _, run in ipairs(all) do
-      if run.status == "pending" then -- another process may claim it first
-        run, e = s.runs.claim{ kind = "workflow", id = run.id }
-        if run == nil then return nil, e end
-      end
-      if run then list[#list + 1] = run end
+      local mine, why = take(s, run)
+      if mine then list[#list + 1] = mine
+      elseif mine == nil then busy[#busy + 1] = why end -- false: another process claimed it first
     end
   end
   local out = {}
@@ -94,7 +123,7 @@ function _M.unfinished(req)
     if not v then return nil, ("run %s: %s"):format(run.id, verr) end
     out[i] = { id = run.id, workflow = run.name, path = v.path, source = v.source, version = run.version }
   end
-  return { runs = out }
+  return { runs = out, busy = busy }
 end
 
 function _M.attach(req)
@@ -106,18 +135,16 @@ function _M.attach(req)
   if run.kind ~= "workflow" or not UNFINISHED[run.status] then
     return nil, ("run %s is not an unfinished workflow run"):format(req.id)
   end
+  if not lease.holds(run.id) then
+    return nil, ("run %s is not leased to this process (moonhive runs resume takes it)"):format(run.id)
+  end
   local entries
   entries, e = s.journal.load(run.id)
   if not entries then return nil, e end
   local journal = {}
   for _, en in ipairs(entries) do journal[en.step] = en end
   local ok
-  if run.status == "pending" then
-    ok, e = s.runs.claim{ kind = "workflow", id = run.id }
-    if ok then run = ok elseif ok == false then e = ("run %s was claimed by another process"):format(run.id) end
-  else
-    ok, e = s.runs.set(run.id, { status = "running" })
-  end
+  ok, e = s.runs.set(run.id, { status = "running" }, lease.owner())
   if not ok then return nil, e end
   -- agent runs its steps had going when its last process stopped
   runs.abandon(run.id, nil, "interrupted: the process running its workflow stopped")
@@ -131,14 +158,24 @@ local function status_of(s, run_id)
   return { status = run.status }
 end
 
+-- A store write of run_id that failed: "lease lost" said in full.
+local function write_error(run_id, e)
+  if e == "lease lost" then
+    return ("workflow: run %s lost its lease: another process executes it now"):format(run_id)
+  end
+  return e
+end
+
 function _M.step(req, _, caller)
   local s, err = run_backend(caller)
   if not s then return nil, err end
   local ok, e = s.journal.put(caller.run_id, {
     step = req.step, kind = req.kind, name = req.name, args = req.args, status = req.status, result = req.result,
     error = req.error, memory = req.memory, attempts = req.attempts,
-    started_at = type(req.started_at) == "number" and req.started_at or nil })
-  if not ok then return nil, "workflow: cannot journal step " .. tostring(req.step) .. ": " .. e end
+    started_at = type(req.started_at) == "number" and req.started_at or nil }, lease.owner())
+  if not ok then
+    return nil, write_error(caller.run_id, "workflow: cannot journal step " .. tostring(req.step) .. ": " .. e)
+  end
   if req.kind == "call" and (req.status == "error" or (tonumber(req.attempts) or 1) > 1) then
     runs.abandon(caller.run_id, req.step, "stopped: " .. tostring(req.error or "its step went on with another attempt"))
   end
@@ -149,27 +186,40 @@ function _M.status(req, _, caller)
   local s, err = run_backend(caller)
   if not s then return nil, err end
   if not SETTABLE[req.status] then return nil, "workflow: cannot set status " .. tostring(req.status) end
-  local ok, now = s.runs.set(caller.run_id, { status = req.status, output = req.output, error = req.error })
-  if not ok then return nil, now end
+  local ok, now = s.runs.set(caller.run_id, { status = req.status, output = req.output, error = req.error },
+                             lease.owner())
+  if not ok then return nil, write_error(caller.run_id, now) end
+  if TERMINAL[req.status] then lease.drop(caller.run_id) end
   return { status = now or req.status }
 end
 
+-- The run's status; renews its lease when due (lost = why the run must stop).
 function _M.poll(_, _, caller)
   local s, err = run_backend(caller)
   if not s then return nil, err end
-  return status_of(s, caller.run_id)
+  local st, e = status_of(s, caller.run_id)
+  if not st then return nil, e end
+  local ok, lost = lease.renew(s, caller.run_id)
+  if not ok then st.lost = lost end
+  return st
 end
 
 function _M.take_signal(req, _, caller)
   local s, err = run_backend(caller)
   if not s then return nil, err end
   local payload, found = s.signals.take(caller.run_id, req.name, {
-    step = req.step, kind = "signal", name = req.name, status = "ok", memory = req.memory })
-  if found == nil then return nil, payload end
+    step = req.step, kind = "signal", name = req.name, status = "ok", memory = req.memory }, lease.owner())
+  if found ~= true and found ~= false then return nil, write_error(caller.run_id, tostring(found)) end
   local st, e = status_of(s, caller.run_id)
   if not st then return nil, e end
   st.found, st.payload = found, payload
   return st
+end
+
+-- Called once when the host closes: lets go of this process's leases.
+function _M.shutdown()
+  local s = stores.backend()
+  if s then lease.release_all(s) end
 end
 
 -- ---- for the CLI ----

@@ -9,25 +9,42 @@
 -- The contract every backend implements. Every function returns its value,
 -- or nil and a short message; none raises on a storage failure.
 --
---   runs.create{kind=, name=, version=, input=, status=} -> id
+--   runs.create{kind=, name=, version=, input=, status=, owner=, lease_ms=} -> id
 --       a new run, status "running", or "pending": queued until a
---       process claims it; ids sort by creation time
+--       process claims it; ids sort by creation time; with owner, leased
+--       to it (see leases)
 --   runs.get(id) -> run | nil, "no run 'ID'"
 --       run = {id, kind, name, version, status, input, output, error,
 --              started_at, finished_at}; a unique id prefix is enough
 --       (started_at: seconds since the epoch, as every time here)
---   runs.set(id, {status=, output=, error=}) -> true
---       a terminal status (succeeded, failed, cancelled) sets finished_at;
---       a run already cancelled stays cancelled (returns true, "cancelled")
+--   runs.set(id, {status=, output=, error=}, owner) -> true
+--       sets an unfinished run's status; a terminal one (succeeded, failed,
+--       cancelled) sets finished_at (and, with owner, releases its lease);
+--       a run already cancelled stays cancelled (returns true,
+--       "cancelled"), another finished one is not changed (nil, message)
 --   runs.unfinished{kind=} -> {run, ...}
 --       runs whose status is pending, running or waiting, oldest first
---   runs.claim{kind=, id=} -> run | false
+--   runs.claim{kind=, id=, owner=, lease_ms=} -> run | false
 --       the queue: the oldest pending run of kind (or run id, when it is
---       pending) becomes running, with started_at now, in one atomic step,
---       so two processes claiming at once never get the same run; false
---       when there is none
+--       pending) becomes running, with started_at now and leased to owner,
+--       in one atomic step, so two processes claiming at once never get
+--       the same run; false when there is none
 --
---   journal.put(run_id, entry) -> true
+-- Leases: the process executing a run holds its lease, so no second
+-- process executes it at the same time. owner is an opaque text naming the
+-- holder ("host:pid:nonce"); times are seconds since the epoch.
+--   runs.lease(id, owner, ms, {gone=, renew=}) -> true | false, {owner=, expires=}
+--       takes unfinished run id's lease, or renews it, until now + ms:
+--       when nobody holds it, its holder's lease has expired, owner holds
+--       it already, or its holder is opts.gone (an owner the caller knows
+--       has stopped); with opts.renew only when owner holds it. Else false
+--       and who holds it until when (a finished run: nobody)
+--   runs.release(id, owner) -> true    (only owner's own lease)
+-- The writes of an executing run (journal.put, runs.set, signals.take) take
+-- its owner as a fence: when another owner holds the lease they write
+-- nothing and return nil, "lease lost".
+--
+--   journal.put(run_id, entry, owner) -> true
 --       entry = {step=, kind=, name=, args=, status=, result=, error=,
 --                memory=, attempts=, started_at=}; step is the engine's
 --                replay id ("3", "4.2.1"); args a digest of the step's
@@ -46,7 +63,7 @@
 --
 --   signals.send(run_id, name, payload) -> id
 --       queued until the run takes it
---   signals.take(run_id, name, entry) -> payload, true | nil, false
+--   signals.take(run_id, name, entry, owner) -> payload, true | nil, false
 --       the oldest unread signal NAME of the run; taking it and writing the
 --       journal entry (entry.result = payload) happen in one commit, so a
 --       crash can neither lose the signal nor deliver it twice

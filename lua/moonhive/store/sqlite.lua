@@ -23,6 +23,7 @@ local _M = { runs = {}, journal = {}, versions = {}, signals = {} }
 
 local TERMINAL = { succeeded = true, failed = true, cancelled = true }
 local UNFINISHED = "('pending', 'running', 'waiting')"
+local LOST = "lease lost"
 
 local opened, failure
 
@@ -57,10 +58,11 @@ function _M.runs.create(req)
   if not d then return nil, err end
   local status = req.status or "running"
   if status ~= "running" and status ~= "pending" then return nil, "a new run is running or pending, not " .. status end
-  local id = new_id()
-  local ok, e = d:run([[INSERT INTO runs (id, agent, kind, version, status, input, started_at)
-                        VALUES (?, ?, ?, ?, ?, ?, ?)]],
-                      id, req.name, req.kind or "workflow", req.version, status, req.input, time.now())
+  local id, now = new_id(), time.now()
+  local ok, e = d:run([[INSERT INTO runs (id, agent, kind, version, status, input, started_at, lease_owner, lease_until)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)]],
+                      id, req.name, req.kind or "workflow", req.version, status, req.input, now, req.owner,
+                      req.owner and now + (req.lease_ms or 0) / 1000 or nil)
   if not ok then return nil, e end
   return id
 end
@@ -78,7 +80,8 @@ function _M.runs.claim(req)
     end
     if not r then return false end
     r.status, r.started_at = "running", time.now()
-    local done, e = t:run("UPDATE runs SET status = 'running', started_at = ? WHERE id = ?", r.started_at, r.id)
+    local done, e = t:run("UPDATE runs SET status = 'running', started_at = ?, lease_owner = ?, lease_until = ? WHERE id = ?",
+                          r.started_at, req.owner, req.owner and r.started_at + (req.lease_ms or 0) / 1000 or nil, r.id)
     if not done then error(e, 0) end
     return r
   end)
@@ -94,19 +97,24 @@ function _M.runs.get(id)
   return run_row(row)
 end
 
-function _M.runs.set(id, fields)
+function _M.runs.set(id, fields, owner)
   local d, err = db()
   if not d then return nil, err end
   local finished = TERMINAL[fields.status] and time.now() or nil
+  local release = finished ~= nil and owner ~= nil
   local res, e = d:run([[UPDATE runs SET status = ?, output = coalesce(?, output), error = coalesce(?, error),
-                           finished_at = coalesce(?, finished_at)
-                         WHERE id = ? AND status <> 'cancelled']],
-                       fields.status, fields.output, fields.error, finished, id)
+                           finished_at = coalesce(?, finished_at),
+                           lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,
+                           lease_until = CASE WHEN ? THEN NULL ELSE lease_until END
+                         WHERE id = ? AND status IN ]] .. UNFINISHED .. [[ AND (? IS NULL OR lease_owner = ?)]],
+                       fields.status, fields.output, fields.error, finished, release, release, id, owner, owner)
   if not res then return nil, e end
   if res.changes == 0 then
     local row = d:first("SELECT status FROM runs WHERE id = ?", id)
     if not row then return nil, ("no run '%s'"):format(id) end
-    return true, row.status
+    if row.status == "cancelled" then return true, row.status end
+    if TERMINAL[row.status] then return nil, ("run %s is already %s"):format(id, row.status) end
+    return nil, LOST
   end
   return true
 end
@@ -119,6 +127,39 @@ function _M.runs.unfinished(req)
   if not rows then return nil, e end
   for i, r in ipairs(rows) do rows[i] = run_row(r) end
   return rows
+end
+
+-- ---- leases ----
+
+function _M.runs.lease(id, owner, ms, opts)
+  local d, err = db()
+  if not d then return nil, err end
+  local now, renew = time.now(), opts and opts.renew or false
+  local res, e = d:run([[UPDATE runs SET lease_owner = ?, lease_until = ?
+                         WHERE id = ? AND status IN ]] .. UNFINISHED .. [[ AND (lease_owner = ? OR NOT ? AND
+                           (lease_owner IS NULL OR lease_until < ? OR lease_owner = ?))]],
+                       owner, now + ms / 1000, id, owner, renew, now, opts and opts.gone)
+  if not res then return nil, e end
+  if res.changes == 1 then return true end
+  local row = d:first("SELECT lease_owner, lease_until FROM runs WHERE id = ?", id)
+  if not row then return nil, ("no run '%s'"):format(id) end
+  return false, { owner = row.lease_owner, expires = row.lease_until }
+end
+
+function _M.runs.release(id, owner)
+  local d, err = db()
+  if not d then return nil, err end
+  local ok, e = d:run("UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
+                      id, owner)
+  if not ok then return nil, e end
+  return true
+end
+
+-- Raises LOST (inside a transaction) unless owner holds run_id's lease.
+local function fence(t, run_id, owner)
+  if owner == nil then return end
+  local row = t:first("SELECT lease_owner FROM runs WHERE id = ?", run_id)
+  if not row or row.lease_owner ~= owner then error(LOST, 0) end
 end
 
 -- ---- journal ----
@@ -152,10 +193,13 @@ local function put(d, run_id, en)
   return true
 end
 
-function _M.journal.put(run_id, entry)
+function _M.journal.put(run_id, entry, owner)
   local d, err = db()
   if not d then return nil, err end
-  local ok, e = pcall(d.transaction, d, function(t) return put(t, run_id, entry) end)
+  local ok, e = pcall(d.transaction, d, function(t)
+    fence(t, run_id, owner)
+    return put(t, run_id, entry)
+  end)
   if not ok then return nil, tostring(e) end
   return true
 end
@@ -200,10 +244,11 @@ function _M.signals.send(run_id, name, payload)
   return res.last_id
 end
 
-function _M.signals.take(run_id, name, entry)
+function _M.signals.take(run_id, name, entry, owner)
   local d, err = db()
   if not d then return nil, err end
   local ok, found = pcall(d.transaction, d, function(t)
+    fence(t, run_id, owner)
     local sig = t:first([[SELECT id, payload FROM signals WHERE run_id = ? AND name = ? AND taken_at IS NULL
                           ORDER BY id LIMIT 1]], run_id, name)
     if not sig then return false end

@@ -191,8 +191,9 @@ return workflow{name = "killed", run = function(wf, input) return wf:call(nap, i
     local vars, e = uv.os_environ(), {}
     for k, v in pairs(env()) do vars[k] = v or nil end
     for k, v in pairs(vars) do e[#e + 1] = k .. "=" .. v end
+    local exited = false
     handle = assert(uv.spawn(H.bin, { args = { "run", file, "--input", ("%.3f"):format(until_) }, cwd = project,
-                                       env = e, stdio = { nil, nil, stderr } }, function() end))
+                                       env = e, stdio = { nil, nil, stderr } }, function() exited = true end))
     stderr:read_start(function(_, chunk) if chunk then out[#out + 1] = chunk end end)
     local id, child
     H.wait_until(function()
@@ -206,6 +207,7 @@ return workflow{name = "killed", run = function(wf, input) return wf:call(nap, i
     assert.truthy(child, table.concat(out))
     assert.equals("unfinished", step(trace(id), "1").status)
     handle:kill("sigkill")
+    H.wait_until(function() return exited end, 10000) -- reaped: its pid is gone
     stderr:close()
     handle:close()
     H.flush()

@@ -15,6 +15,12 @@ return workflow{name = "once", run = function(wf, input)
   return wf:call("worker", "job " .. input.tag .. " [delay:" .. (input.ms or 0) .. "] [reply:done " .. input.tag .. "]")
 end}]]
 
+local GATED = [[
+return workflow{name = "gated", run = function(wf, input)
+  wf:wait_signal("go")
+  return wf:call("worker", "job " .. input.tag .. " [delay:" .. input.ms .. "] [reply:done " .. input.tag .. "]")
+end}]]
+
 describe("workflow runs", function()
   local project, data, llm_srv
 
@@ -43,6 +49,52 @@ describe("workflow runs", function()
     return n
   end
 
+  -- Starts `moonhive ARGS` in the background: .pid, .stderr(), .kill(sig), .wait() -> {code, stdout, stderr}.
+  local function start(args, extra)
+    local out, err, res = {}, {}, {}
+    local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
+    local vars, e = uv.os_environ(), {}
+    for k, v in pairs(env(extra)) do vars[k] = v or nil end
+    for k, v in pairs(vars) do e[#e + 1] = k .. "=" .. v end
+    local handle, pid = uv.spawn(H.bin, { args = args, cwd = project, env = e, stdio = { nil, stdout, stderr } },
+                                 function(code, sig) res.code, res.signal = code, sig end)
+    assert(handle, pid)
+    local open = 2
+    local function reader(pipe, acc)
+      pipe:read_start(function(_, chunk)
+        if chunk then acc[#acc + 1] = chunk else pipe:close() open = open - 1 end
+      end)
+    end
+    reader(stdout, out)
+    reader(stderr, err)
+    local p = { pid = pid }
+    function p.stderr() return table.concat(err) end
+    function p.kill(sig) if res.code == nil then handle:kill(sig) end end
+    function p.wait()
+      H.wait_until(function() return res.code ~= nil and open == 0 end, 30000)
+      if not handle:is_closing() then handle:close() end
+      H.flush()
+      res.stdout, res.stderr = table.concat(out), table.concat(err)
+      return res
+    end
+    return p
+  end
+
+  local function run_id_of(text) return text:match("run (%x+%-%x+) started") end
+
+  -- Starts the workflow that waits for signal "go" and then calls the model
+  -- for "job TAG" (taking ms); returns the process and the run's id once it waits.
+  local function start_waiting(tag, ms, extra)
+    local p = start({ "run", "gated.lua", "--input", cjson.encode({ tag = tag, ms = ms }) }, extra)
+    local id
+    H.wait_until(function()
+      id = id or run_id_of(p.stderr())
+      return id ~= nil and show(id).status == "waiting"
+    end, 10000)
+    assert.truthy(id, p.stderr())
+    return p, id
+  end
+
   local function enqueue(tag, ms)
     local id = H.ok(moonhive({ "run", "once.lua", "--enqueue", "--input", cjson.encode({ tag = tag, ms = ms }) }))
     return (id:gsub("%s+$", ""))
@@ -54,6 +106,7 @@ describe("workflow runs", function()
     uv.fs_mkdir(project .. "/agents", 448)
     H.write(project .. "/agents/worker.lua", 'return agent{name = "worker", system = "You work."}')
     H.write(project .. "/once.lua", ONCE)
+    H.write(project .. "/gated.lua", GATED)
     llm_srv = H.start_mockllm()
   end)
   lazy_teardown(function()
@@ -91,5 +144,63 @@ describe("workflow runs", function()
     H.ok(moonhive({ "runs", "cancel", d }))
     assert.matches("nothing to resume", H.fails(moonhive({ "runs", "resume", d })))
     assert.equals(0, jobs("qe"))
+  end)
+
+  it("claims each pending run for one process only when two resume at once", function()
+    local ids = {}
+    for i = 1, 6 do ids[i] = enqueue("cc" .. i, 100) end
+    local a, b = start({ "runs", "resume", "--json" }), start({ "runs", "resume", "--json" })
+    local ra, rb = a.wait(), b.wait()
+    assert.equals(0, ra.code, H.show(ra))
+    assert.equals(0, rb.code, H.show(rb))
+    local seen = {}
+    for _, r in ipairs(cjson.decode(ra.stdout)) do seen[#seen + 1] = r.run_id end
+    for _, r in ipairs(cjson.decode(rb.stdout)) do seen[#seen + 1] = r.run_id end
+    table.sort(seen)
+    assert.same(ids, seen) -- every run once, none twice
+    for i = 1, 6 do assert.equals(1, jobs("cc" .. i), "cc" .. i) end
+  end)
+
+  it("refuses a second executor while the first renews its lease; takes over a frozen one after it expires", function()
+    local lease = { MOONHIVE_LEASE_MS = 1500 }
+    local holder, id = start_waiting("fz", 0, lease)
+    -- longer than one lease: the holder has renewed it
+    local t0 = uv.now()
+    H.wait_until(function() return uv.now() - t0 > 2000 end, 5000)
+    local refused = H.fails(moonhive({ "runs", "resume", id }, lease))
+    assert.matches("run " .. H.lit(id) .. " is being executed by pid " .. holder.pid .. " on host [^ ]+ until %d%d%d%d%-", refused)
+
+    -- frozen, it stops renewing: once its lease has expired another process takes the run over
+    holder.kill("sigstop")
+    H.wait_until(function() return (show(id).lease_until or 0) < uv.gettimeofday() end, 10000)
+    H.ok(moonhive({ "runs", "signal", id, "go" }))
+    local r = moonhive({ "runs", "resume", id, "--json" }, lease)
+    assert.equals(0, r.code, H.show(r))
+    assert.equals("done fz", cjson.decode(r.stdout).output)
+
+    -- thawed, the old holder finds its lease gone and stops without writing
+    holder.kill("sigcont")
+    local old = holder.wait()
+    assert.equals(1, old.code, H.show(old))
+    assert.matches("lost its lease", old.stderr, 1, true)
+    assert.equals(1, jobs("fz"))
+    assert.equals("succeeded", show(id).status)
+  end)
+
+  it("after SIGKILL, exactly one of two concurrent resumes executes the run", function()
+    local holder, id = start_waiting("kk", 600)
+    holder.kill("sigkill")
+    holder.wait() -- reaped: its pid is gone, so its lease can be taken at once
+    H.ok(moonhive({ "runs", "signal", id, "go" }))
+    local a, b = start({ "runs", "resume", id, "--json" }), start({ "runs", "resume", id, "--json" })
+    local ra, rb = a.wait(), b.wait()
+    local won, lost = ra, rb
+    if rb.code == 0 then won, lost = rb, ra end
+    assert.equals(0, won.code, H.show(won))
+    assert.equals("done kk", cjson.decode(won.stdout).output)
+    assert.equals(1, lost.code, H.show(lost))
+    assert.is_truthy(lost.stderr:find("is being executed by pid", 1, true) or lost.stderr:find("nothing to resume", 1, true),
+                     lost.stderr)
+    assert.equals(1, jobs("kk"))
   end)
 end)
