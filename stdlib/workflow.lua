@@ -571,12 +571,12 @@ function M.main(def, json_out, path, source, ...)
   if report.status ~= "succeeded" then error(("workflow run %s %s: %s"):format(run.id, report.status, report.error), 0) end
 end
 
-local function resume_one(r, json_out)
+local function resume_one(r, json_out, token)
   local chunk, lerr = load(r.source, "@" .. (r.path or r.workflow), "t")
   if not chunk then error(("run %s: its workflow source does not load: %s"):format(r.id, lerr), 0) end
   local def = chunk()
   if not M.is_workflow(def) then error(("run %s: %s does not return a workflow{}"):format(r.id, r.path), 0) end
-  local a, err = workflows.attach{ id = r.id }
+  local a, err = workflows.attach{ id = r.id, token = token }
   if not a then error(err, 0) end
   local n = 0
   for _ in pairs(a.journal) do n = n + 1 end
@@ -587,9 +587,11 @@ local function resume_one(r, json_out)
 end
 
 -- Resumes run `id` (a unique prefix), or every unfinished run, each on the
--- version of the workflow it started with, all at once.
-function M.resume_main(json_out, id)
-  local res, err = workflows.unfinished{ id = id }
+-- version of the workflow it started with, all at once. token: what lets
+-- it take runs over (host/cli_workflow.c has the runtime grant it); keep
+-- it in locals, out of reach of the workflow code run here.
+function M.resume_main(json_out, id, token)
+  local res, err = workflows.unfinished{ id = id, token = token }
   if not res then error(err, 0) end
   for _, why in ipairs(res.busy or {}) do log.write(why .. ": left alone\n") end
   if #res.runs == 0 then
@@ -597,7 +599,7 @@ function M.resume_main(json_out, id)
     return
   end
   local tasks, reports = {}, {}
-  for i, r in ipairs(res.runs) do tasks[i] = task.spawn(resume_one, r, json_out) end
+  for i, r in ipairs(res.runs) do tasks[i] = task.spawn(resume_one, r, json_out, token) end
   local failed = 0
   for i, t in ipairs(tasks) do
     local ok, report = t:wait()

@@ -13,14 +13,18 @@
 --       process (moonhive.lease); C binds the calling script to it (as
 --       runs.start does). queue = true: the run is only enqueued (status
 --       pending, no lease) for a `runs resume` or a service to claim
---   unfinished{id=} -> {runs = {{id=, workflow=, path=, source=, version=}, ...}, busy = {message, ...}}
+--   unfinished{id=, token=} -> {runs = {{id=, workflow=, path=, source=, version=}, ...}, busy = {message, ...}}
 --       what `moonhive runs resume [ID]` runs again, with the source each
 --       run started with, each now leased to this process: run ID (an
 --       error when another live process holds it), or every unfinished run
 --       whose lease it could take (busy: why the others were left alone)
---   attach{id=} -> {id=, workflow=, input=, status=, started_at=, journal = {[step] = entry}}
+--   attach{id=, token=} -> {id=, workflow=, input=, status=, started_at=, journal = {[step] = entry}}
 --       binds the calling script to an unfinished run this process holds
 --       the lease of (C) and hands it the journal
+-- unfinished and attach take runs over, so they need a token from grant(),
+-- which only C can call (it is no bridge entry): `moonhive runs resume`
+-- gets one and hands it to the engine's resume_main as an argument, where
+-- workflow code (same sandbox, no debug library) cannot reach it.
 --   step{step=, kind=, name=, args=, status=, result=, error=, memory=, attempts=, started_at=} -> {status=}
 --       journals a step of the caller's run (durable before it returns)
 --       and answers the run's status, so the engine notices a cancellation;
@@ -42,6 +46,7 @@ local lease = require "moonhive.lease"
 local _M = {}
 
 local UNFINISHED = { pending = true, running = true, waiting = true }
+local grants = {} -- tokens of the `runs resume` commands of this process
 local SETTABLE = { running = true, waiting = true, succeeded = true, failed = true }
 local TERMINAL = { succeeded = true, failed = true }
 
@@ -92,7 +97,20 @@ local function take(s, run)
   return run
 end
 
+-- A fresh token for the engine's resume path (called by C only).
+function _M.grant()
+  local token = crypto.random(16):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+  grants[token] = true
+  return token
+end
+
+local function granted(req)
+  return type(req.token) == "string" and grants[req.token] == true
+end
+local NOT_GRANTED = "workflow: only `moonhive runs resume` may take over an existing run"
+
 function _M.unfinished(req)
+  if not granted(req) then return nil, NOT_GRANTED end
   local s, err = backend("runs resume")
   if not s then return nil, err end
   local list, busy, e = {}, {}, nil
@@ -127,6 +145,7 @@ function _M.unfinished(req)
 end
 
 function _M.attach(req)
+  if not granted(req) then return nil, NOT_GRANTED end
   local s, err = backend("workflow")
   if not s then return nil, err end
   if type(req.id) ~= "string" then return nil, "workflow: attach needs a run id" end

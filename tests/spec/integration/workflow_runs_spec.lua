@@ -203,4 +203,55 @@ describe("workflow runs", function()
                      lost.stderr)
     assert.equals(1, jobs("kk"))
   end)
+
+  it("lets no script but the resume path take over a run: attach and unfinished need the resume's token", function()
+    local victim = enqueue("victim")
+    local probe = ([[
+local out = {}
+local a, ea = workflows.attach{id = %q}
+local u, eu = workflows.unfinished{id = %q}
+local ok, er = pcall(require("workflow").resume_main, true, %q)
+local f, ef = workflows.attach{id = %q, token = "0123456789abcdef0123456789abcdef"}
+return tostring(a) .. " " .. ea .. "|" .. tostring(u) .. " " .. eu .. "|" .. tostring(ok) .. " " .. tostring(er) .. "|" .. tostring(f) .. " " .. ef
+]]):format(victim, victim, victim, victim)
+    local text = H.ok(moonhive({ "eval", probe }))
+    local parts = {}
+    for p in text:gmatch("[^|]+") do parts[#parts + 1] = p end
+    assert.equals(4, #parts, text)
+    for _, p in ipairs(parts) do
+      assert.matches("only `moonhive runs resume` may take over an existing run", p, 1, true)
+    end
+    assert.matches("^nil ", parts[1])
+    assert.matches("^false ", parts[3])
+
+    -- workflow code being resumed shares the sandbox with the resume path, not its token
+    H.write(project .. "/sneaky.lua", [[
+return workflow{name = "sneaky", run = function(wf, input)
+  wf:wait_signal("go")
+  local r, e = workflows.attach{id = input.victim}
+  local u, eu = workflows.unfinished{}
+  return {attached = r ~= nil, error = e, listed = u ~= nil, error2 = eu}
+end}]])
+    local p = start({ "run", "sneaky.lua", "--input", cjson.encode({ victim = victim }) })
+    local id
+    H.wait_until(function()
+      id = id or run_id_of(p.stderr())
+      return id ~= nil and show(id).status == "waiting"
+    end, 10000)
+    p.kill("sigkill")
+    p.wait()
+    H.ok(moonhive({ "runs", "signal", id, "go" }))
+    local r = moonhive({ "runs", "resume", id, "--json" })
+    assert.equals(0, r.code, H.show(r))
+    local out = cjson.decode(r.stdout).output
+    assert.same({ false, false }, { out.attached, out.listed })
+    assert.matches("only `moonhive runs resume` may take over", out.error, 1, true)
+    assert.matches("only `moonhive runs resume` may take over", out.error2, 1, true)
+
+    -- the victim is untouched: still pending, unleased, nothing journaled
+    local v = show(victim)
+    assert.same({ "pending", nil }, { v.status, v.lease_owner })
+    assert.is_nil(v.steps)
+    assert.equals(0, jobs("victim"))
+  end)
 end)
