@@ -550,25 +550,39 @@ local function print_report(report, json_out)
   elseif report.status == "succeeded" then print(agentmod.input_text(report.output)) end
 end
 
+-- Runs workflow `def` as a new durable run of `input` to its end and
+-- returns the report, as `moonhive run` does without printing. opts.source:
+-- the workflow file's text (stored as the run's version, what `runs resume`
+-- runs again); opts.path, opts.on_event(ev), opts.agent_events(ev).
+function M.start(def, input, opts)
+  if not M.is_workflow(def) then error("workflow.start: expected a workflow{}", 2) end
+  opts = opts or {}
+  if type(opts.source) ~= "string" then error("workflow.start: opts.source must be the workflow file's text", 2) end
+  local encoded = encode(input)
+  local res, err = workflows.begin{ workflow = def.name, path = opts.path, source = opts.source, input = encoded }
+  if not res then error(err, 0) end
+  local run = new_run(def, res.id, decode(encoded), {}, res.started_at, opts.on_event, opts.agent_events)
+  emit(run, { kind = "started", run_id = run.id })
+  return execute(run)
+end
+
 -- Starts workflow `def` (what FILE returned; source is FILE's text) with
 -- input from the command line: --input JSON, or the words joined; with
 -- --enqueue, only queues it (status pending) and prints its id.
 function M.main(def, json_out, path, source, ...)
   local input, queue = parse_input({ ... })
-  local encoded = encode(input)
-  local res, err = workflows.begin{ workflow = def.name, path = path, source = source, input = encoded, queue = queue }
-  if not res then error(err, 0) end
   if queue then
+    local res, err = workflows.begin{ workflow = def.name, path = path, source = source, input = encode(input), queue = true }
+    if not res then error(err, 0) end
     print(json_out and json.encode({ run_id = res.id, workflow = def.name, status = res.status }) or res.id)
     return
   end
-  local on_event = not json_out and M.progress() or nil
-  local run = new_run(def, res.id, decode(encoded), {}, res.started_at, on_event,
-                      not json_out and agentmod.progress() or nil)
-  emit(run, { kind = "started", run_id = run.id })
-  local report = execute(run)
+  local report = M.start(def, input, { path = path, source = source, on_event = not json_out and M.progress() or nil,
+                                       agent_events = not json_out and agentmod.progress() or nil })
   print_report(report, json_out)
-  if report.status ~= "succeeded" then error(("workflow run %s %s: %s"):format(run.id, report.status, report.error), 0) end
+  if report.status ~= "succeeded" then
+    error(("workflow run %s %s: %s"):format(report.run_id, report.status, report.error), 0)
+  end
 end
 
 local function resume_one(r, json_out, token)
