@@ -142,7 +142,8 @@ end
 local function journal(self, entry)
   local res, err = workflows.step(entry)
   if not res then fatal(self, err) end
-  self.status = res.status
+  if res.lost then fatal(self, res.lost) end
+  self.status, self.seen = res.status, time.monotonic()
 end
 
 -- The next step id of the calling branch.
@@ -406,7 +407,7 @@ function Run:wait_signal(name, opts)
   while true do
     local res, err = workflows.take_signal{ name = name, step = id, memory = encode(self.memory) }
     if not res then fatal(self, err) end
-    self.status = res.status
+    self.status, self.seen = res.status, time.monotonic()
     check_live(self)
     if res.found then
       workflows.status{ status = "running" }
@@ -431,7 +432,7 @@ local function new_run(def, id, input, journal_entries, started_at, on_event, ag
   return setmetatable({
     id = id, name = def.name, input = input, memory = {}, def = def, journal = journal_entries or {},
     scopes = setmetatable({}, { __mode = "k" }), started_at = started_at or time.now(), status = "running",
-    replayed = 0, executed = 0, on_event = on_event, agent_events = agent_events,
+    replayed = 0, executed = 0, on_event = on_event, agent_events = agent_events, seen = time.monotonic(),
   }, Run)
 end
 
@@ -446,7 +447,9 @@ local function execute(run)
   local watcher = task.spawn(function()
     while true do
       sleep(WATCH_MS)
-      local res = workflows.poll{}
+      -- a step journaled meanwhile brought the status (and renewed the lease)
+      local res = time.monotonic() - run.seen >= WATCH_MS and workflows.poll{}
+      if res then run.seen = time.monotonic() end
       if res and res.lost then -- another process executes the run now
         run.fatal = run.fatal or res.lost
         body:cancel()

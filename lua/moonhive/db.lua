@@ -1,7 +1,10 @@
 -- moonhive.db — the host's SQLite database ($MOONHIVE_DATA/moonhive.db),
 -- opened once per process, with its schema migrated by PRAGMA user_version.
 -- Every runtime module that persists something (cache, runs, memory) takes
--- its connection from here.
+-- its connection from here. Writes are group-committed: those of one loop
+-- turn share one transaction, committed at the turn's end (db:group_commit,
+-- host/store_group.c); a write returns before it is durable, and a caller
+-- that must know it is durable waits with db:committed().
 
 local host = require "host"
 local store = require "store"
@@ -117,6 +120,7 @@ function _M.get()
       t:user_version(i)
     end
   end)
+  if ok then ok, e = d:group_commit() end
   if not ok then
     d:close()
     failure = "cannot prepare the database: " .. tostring(e)

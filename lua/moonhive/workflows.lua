@@ -25,14 +25,16 @@
 -- which only C can call (it is no bridge entry): `moonhive runs resume`
 -- gets one and hands it to the engine's resume_main as an argument, where
 -- workflow code (same sandbox, no debug library) cannot reach it.
---   step{step=, kind=, name=, args=, status=, result=, error=, memory=, attempts=, started_at=} -> {status=}
+--   step{step=, kind=, name=, args=, status=, result=, error=, memory=, attempts=, started_at=} -> {status=, lost=}
 --       journals a step of the caller's run (durable before it returns)
 --       and answers the run's status, so the engine notices a cancellation;
 --       agent runs a wf:call step started and left running (a timed-out or
 --       retried attempt) are marked failed
 --   status{status=, output=, error=} -> {status=}
---   poll{} -> {status=, lost=}   (renews the lease; lost: another process took the run over)
---   take_signal{name=, step=, memory=} -> {found=, payload=, status=}
+--   poll{} -> {status=, lost=}
+--   take_signal{name=, step=, memory=} -> {found=, payload=, status=, lost=}
+-- Each answer with a status also renews the run's lease when due; lost
+-- says why the run must stop (another process took it over).
 -- The writes of step, status and take_signal are fenced by the lease: after
 -- another process took the run over they fail and write nothing.
 -- shutdown() (the host closing) releases this process's leases.
@@ -171,10 +173,13 @@ function _M.attach(req)
            started_at = run.started_at }
 end
 
+-- The run's status for the engine; renews its lease when due (lost: why
+-- the run must stop, another process having taken it over).
 local function status_of(s, run_id)
-  local run, e = s.runs.get(run_id)
-  if not run then return nil, e end
-  return { status = run.status }
+  local status, e = s.runs.status(run_id)
+  if not status then return nil, e end
+  local ok, lost = lease.renew(s, run_id)
+  return { status = status, lost = not ok and lost or nil }
 end
 
 -- A store write of run_id that failed: "lease lost" said in full.
@@ -212,15 +217,10 @@ function _M.status(req, _, caller)
   return { status = now or req.status }
 end
 
--- The run's status; renews its lease when due (lost = why the run must stop).
 function _M.poll(_, _, caller)
   local s, err = run_backend(caller)
   if not s then return nil, err end
-  local st, e = status_of(s, caller.run_id)
-  if not st then return nil, e end
-  local ok, lost = lease.renew(s, caller.run_id)
-  if not ok then st.lost = lost end
-  return st
+  return status_of(s, caller.run_id)
 end
 
 function _M.take_signal(req, _, caller)

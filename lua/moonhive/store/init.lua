@@ -17,6 +17,7 @@
 --       run = {id, kind, name, version, status, input, output, error,
 --              started_at, finished_at}; a unique id prefix is enough
 --       (started_at: seconds since the epoch, as every time here)
+--   runs.status(id) -> status | nil, "no run 'ID'"    (exact id; cheaper than get)
 --   runs.set(id, {status=, output=, error=}, owner) -> true
 --       sets an unfinished run's status; a terminal one (succeeded, failed,
 --       cancelled) sets finished_at (and, with owner, releases its lease);

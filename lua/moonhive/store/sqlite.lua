@@ -3,15 +3,19 @@
 -- workflow_versions and signals of $MOONHIVE_DATA/moonhive.db (migration 4
 -- in db.lua), on the process's one connection.
 --
--- Durability (the fsync policy). The database is in WAL mode. Every journal
--- write is its own transaction, committed before journal.put returns.
+-- Durability (the fsync policy). The database is in WAL mode. Writes are
+-- group-committed (moonhive.db): all those of one loop turn — of every run
+-- in the process — share one transaction, committed at the turn's end.
+-- journal.put and signals.take wait for that commit: a journal entry is
+-- committed before they return, so before the engine counts the step.
 --   MOONHIVE_DURABILITY=normal (default): synchronous=NORMAL. A commit is in
 --     the operating system's hands when it returns: it survives the process
 --     being killed (SIGKILL, a crash, the OOM killer) at any instant, but a
 --     power loss or kernel panic may lose the last commits (never corrupt
 --     the file): steps would then run again on resume.
 --   MOONHIVE_DURABILITY=full: synchronous=FULL. The WAL is fsynced at every
---     commit: also power-loss safe, at the cost of one fsync per step.
+--     commit: also power-loss safe, at the cost of one fsync per commit
+--     (per loop turn, however many steps it journals).
 
 local host = require "host"
 local database = require "moonhive.db"
@@ -24,6 +28,7 @@ local _M = { runs = {}, journal = {}, versions = {}, signals = {} }
 local TERMINAL = { succeeded = true, failed = true, cancelled = true }
 local UNFINISHED = "('pending', 'running', 'waiting')"
 local LOST = "lease lost"
+local positions = {} -- run id -> the last journal position written here (the lease holder is the only writer)
 
 local opened, failure
 
@@ -97,6 +102,14 @@ function _M.runs.get(id)
   return run_row(row)
 end
 
+function _M.runs.status(id)
+  local d, err = db()
+  if not d then return nil, err end
+  local row, e = d:first("SELECT status FROM runs WHERE id = ?", id)
+  if not row then return nil, e or ("no run '%s'"):format(id) end
+  return row.status
+end
+
 function _M.runs.set(id, fields, owner)
   local d, err = db()
   if not d then return nil, err end
@@ -109,6 +122,7 @@ function _M.runs.set(id, fields, owner)
                          WHERE id = ? AND status IN ]] .. UNFINISHED .. [[ AND (? IS NULL OR lease_owner = ?)]],
                        fields.status, fields.output, fields.error, finished, release, release, id, owner, owner)
   if not res then return nil, e end
+  if finished then positions[id] = nil end
   if res.changes == 0 then
     local row = d:first("SELECT status FROM runs WHERE id = ?", id)
     if not row then return nil, ("no run '%s'"):format(id) end
@@ -169,12 +183,14 @@ local function put(d, run_id, en)
   if prev and prev.status ~= "started" then
     error(("step %s of run %s is already journaled"):format(en.step, run_id), 0)
   end
-  local pos = 1
-  if prev then
-    pos = nil
-  else
-    local row = d:first("SELECT max(pos) AS n FROM journal WHERE run_id = ?", run_id)
-    pos = (row and row.n or 0) + 1
+  local pos
+  if not prev then
+    pos = positions[run_id]
+    if not pos then
+      local row = d:first("SELECT max(pos) AS n FROM journal WHERE run_id = ?", run_id)
+      pos = row and row.n or 0
+    end
+    pos = pos + 1
   end
   local ok, e
   if prev then -- the outcome of a started step: it started when the started entry was written
@@ -190,6 +206,7 @@ local function put(d, run_id, en)
                   en.memory, en.attempts or 1, en.started_at, time.now())
   end
   if not ok then error(e, 0) end
+  if pos then positions[run_id] = pos end
   return true
 end
 
@@ -201,6 +218,8 @@ function _M.journal.put(run_id, entry, owner)
     return put(t, run_id, entry)
   end)
   if not ok then return nil, tostring(e) end
+  ok, e = d:committed()
+  if not ok then return nil, e end
   return true
 end
 
@@ -260,6 +279,8 @@ function _M.signals.take(run_id, name, entry, owner)
   end)
   if not ok then return nil, tostring(found) end
   if not found then return nil, false end
+  local done, e = d:committed()
+  if not done then return nil, e end
   return entry.result, true
 end
 
