@@ -17,9 +17,8 @@
 --
 -- agent:run(input, opts) runs it: as a recorded run (`moonhive runs`) unless
 -- opts.ctx makes it part of another one. A recorded run started while the
--- script works for another recorded run is that run's child; opts.parent_step
--- names the workflow step that started it (`moonhive trace`); opts.memory is
--- its working memory. opts.on_event(ev) sees progress:
+-- script works for another recorded run is that run's child (`moonhive
+-- trace`); opts.memory is its working memory. opts.on_event(ev) sees progress:
 -- {kind = "token", text=} while the model streams, "model_call", "tool_call",
 -- "tool_result", "delegate", "handoff", "error". Returns the output and a
 -- report {run_id=, agent=, status=, usage=, iterations=}; raises on failure
@@ -383,7 +382,7 @@ function Agent:run(input, opts)
     local output = run_in(self, input, ctx)
     return output
   end
-  local rec, err = runs.start{ agent = self.name, input = input, parent_step = opts.parent_step }
+  local rec, err = runs.start{ agent = self.name, input = input }
   if not rec then error(err, 2) end
   local ctx = new_ctx(self, input, opts, nil)
   ctx.run_id = rec.id

@@ -196,15 +196,15 @@ local function retryable(on, err)
   return false
 end
 
--- Runs exec(id) under opts' retry and timeout: ok, result, attempts.
+-- Runs exec(id, attempt) under opts' retry and timeout: ok, result, attempts.
 local function attempt(self, id, kind, name, opts, exec)
   local r = opts.retry or self.def.retry or {}
   local attempts, delay = r.attempts or 1, r.backoff_ms or 200
   local label = ("step %s %s"):format(id, describe(kind, name))
   for n = 1, attempts do
     local ok, result
-    if opts.timeout then ok, result = toolmod.bounded(opts.timeout, label, exec, id)
-    else ok, result = pcall(exec, id) end
+    if opts.timeout then ok, result = toolmod.bounded(opts.timeout, label, exec, id, n)
+    else ok, result = pcall(exec, id, n) end
     if ok then return true, result, n end
     result = tostring(result)
     if self.fatal or n == attempts or not retryable(r.on, result) then return false, result, n end
@@ -264,12 +264,14 @@ function Run:call(a, input, opts)
   else
     error("wf:call: expected an agent{} or the name of one (agents/NAME.lua)", 2)
   end
-  return step(self, "call", name, digest(input), opts, function(id)
+  return step(self, "call", name, digest(input), opts, function(id, n)
     local ag = type(a) == "string" and agentmod.load(a) or a
-    -- a recorded run of its own, the child of step id (moonhive trace), in
-    -- its own task: recording binds the calling task to the new run
-    local t = task.spawn(ag.run, ag, input, { memory = self.memory, on_event = self.agent_events, parent_step = id })
-    local ok, output = t:wait()
+    -- its model and tool calls go to an agent run of this attempt's own,
+    -- the run's child under step id (moonhive trace)
+    workflows.in_step(id, n)
+    local parent = { depth = 0, memory = self.memory, run_id = self.id, on_event = self.agent_events }
+    local ok, output = pcall(ag.run, ag, input, { ctx = parent })
+    workflows.in_step()
     if not ok then error(output, 0) end
     return output
   end)

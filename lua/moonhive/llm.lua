@@ -133,8 +133,8 @@ local function record(caller, req, pname, model, started, res, err)
   else
     data.error = err
   end
-  runs.record(caller.run_id, res and "model_call" or "model_error", type(req.agent) == "string" and req.agent or nil,
-              data)
+  local agent = type(req.agent) == "string" and req.agent or nil
+  runs.record(runs.target(caller, agent), res and "model_call" or "model_error", agent, data)
 end
 
 function _M.chat(req, emit, caller)

@@ -28,8 +28,7 @@
 --   step{step=, kind=, name=, args=, status=, result=, error=, memory=, attempts=, started_at=} -> {status=, lost=}
 --       journals a step of the caller's run (durable before it returns)
 --       and answers the run's status, so the engine notices a cancellation;
---       agent runs a wf:call step started and left running (a timed-out or
---       retried attempt) are marked failed
+--       closes the agent runs of a wf:call step's attempts (moonhive.runs)
 --   status{status=, output=, error=} -> {status=}
 --   poll{} -> {status=, lost=}
 --   take_signal{name=, step=, memory=} -> {found=, payload=, status=, lost=}
@@ -168,7 +167,7 @@ function _M.attach(req)
   ok, e = s.runs.set(run.id, { status = "running" }, lease.owner())
   if not ok then return nil, e end
   -- agent runs its steps had going when its last process stopped
-  runs.abandon(run.id, nil, "interrupted: the process running its workflow stopped")
+  runs.abandon(run.id, "interrupted: the process running its workflow stopped")
   return { id = run.id, workflow = run.name, input = run.input, status = e or "running", journal = journal,
            started_at = run.started_at }
 end
@@ -178,6 +177,7 @@ end
 local function status_of(s, run_id)
   local status, e = s.runs.status(run_id)
   if not status then return nil, e end
+  if status == "cancelled" then runs.close_all(run_id, "the workflow run was cancelled") end
   local ok, lost = lease.renew(s, run_id)
   return { status = status, lost = not ok and lost or nil }
 end
@@ -193,17 +193,19 @@ end
 function _M.step(req, _, caller)
   local s, err = run_backend(caller)
   if not s then return nil, err end
-  local ok, e = s.journal.put(caller.run_id, {
+  -- the agent runs of a wf:call step's attempts end with it; their usage counts in the run's
+  local usage = req.kind == "call" and runs.close_step(caller.run_id, req.step, req.status, req.result, req.error,
+                                                        math.tointeger(req.attempts) or 1) or nil
+  local status, e = s.journal.put(caller.run_id, {
     step = req.step, kind = req.kind, name = req.name, args = req.args, status = req.status, result = req.result,
     error = req.error, memory = req.memory, attempts = req.attempts,
-    started_at = type(req.started_at) == "number" and req.started_at or nil }, lease.owner())
-  if not ok then
-    return nil, write_error(caller.run_id, "workflow: cannot journal step " .. tostring(req.step) .. ": " .. e)
+    started_at = type(req.started_at) == "number" and req.started_at or nil }, lease.owner(), usage)
+  if not status then
+    if e ~= "lease lost" then e = "workflow: cannot journal step " .. tostring(req.step) .. ": " .. e end
+    return nil, write_error(caller.run_id, e)
   end
-  if req.kind == "call" and (req.status == "error" or (tonumber(req.attempts) or 1) > 1) then
-    runs.abandon(caller.run_id, req.step, "stopped: " .. tostring(req.error or "its step went on with another attempt"))
-  end
-  return status_of(s, caller.run_id)
+  local ok, lost = lease.renew(s, caller.run_id)
+  return { status = status, lost = not ok and lost or nil }
 end
 
 function _M.status(req, _, caller)
@@ -213,7 +215,10 @@ function _M.status(req, _, caller)
   local ok, now = s.runs.set(caller.run_id, { status = req.status, output = req.output, error = req.error },
                              lease.owner())
   if not ok then return nil, write_error(caller.run_id, now) end
-  if TERMINAL[req.status] then lease.drop(caller.run_id) end
+  if TERMINAL[req.status] then
+    lease.drop(caller.run_id)
+    runs.close_all(caller.run_id, "the workflow run ended: " .. req.status)
+  end
   return { status = now or req.status }
 end
 

@@ -45,7 +45,7 @@
 -- its owner as a fence: when another owner holds the lease they write
 -- nothing and return nil, "lease lost".
 --
---   journal.put(run_id, entry, owner) -> true
+--   journal.put(run_id, entry, owner, usage) -> the run's status
 --       entry = {step=, kind=, name=, args=, status=, result=, error=,
 --                memory=, attempts=, started_at=}; step is the engine's
 --                replay id ("3", "4.2.1"); args a digest of the step's
@@ -53,8 +53,11 @@
 --       status "started" (a sleep's wake-up time, a wait's deadline),
 --       "ok" or "error". An entry is written once, except that a "started"
 --       entry may be replaced by its outcome (which keeps the started
---       entry's time as started_at when it has none). Durable before it
---       returns (see the backend for exactly how durable).
+--       entry's time as started_at when it has none). usage =
+--       {tokens_in=, tokens_out=, cost=} (optional) is added to the run's
+--       totals in the same commit. Durable before it returns (see the
+--       backend for exactly how durable); answers the run's status, so the
+--       engine notices a cancellation without asking again.
 --   journal.load(run_id) -> {entry, ...} in the order they were written;
 --       each also has `at` (when it was written) and started_at (at when
 --       the step gave none)

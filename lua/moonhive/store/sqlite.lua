@@ -178,49 +178,49 @@ end
 
 -- ---- journal ----
 
+-- Writes entry, or the outcome of the step's "started" entry (which keeps
+-- its position, and its time as started_at when the outcome has none).
 local function put(d, run_id, en)
-  local prev = d:first("SELECT status FROM journal WHERE run_id = ? AND step = ?", run_id, en.step)
-  if prev and prev.status ~= "started" then
-    error(("step %s of run %s is already journaled"):format(en.step, run_id), 0)
+  local pos = positions[run_id]
+  if not pos then
+    local row = d:first("SELECT max(pos) AS n FROM journal WHERE run_id = ?", run_id)
+    pos = row and row.n or 0
   end
-  local pos
-  if not prev then
-    pos = positions[run_id]
-    if not pos then
-      local row = d:first("SELECT max(pos) AS n FROM journal WHERE run_id = ?", run_id)
-      pos = row and row.n or 0
-    end
-    pos = pos + 1
-  end
-  local ok, e
-  if prev then -- the outcome of a started step: it started when the started entry was written
-    ok, e = d:run([[UPDATE journal SET kind = ?, name = ?, args = ?, status = ?, result = ?, error = ?, memory = ?,
-                      attempts = ?, started_at = coalesce(?, started_at, at), at = ? WHERE run_id = ? AND step = ?]],
-                  en.kind, en.name, en.args, en.status, en.result, en.error, en.memory,
-                  en.attempts or 1, en.started_at, time.now(), run_id, en.step)
-  else
-    ok, e = d:run([[INSERT INTO journal (run_id, step, pos, kind, name, args, status, result, error, memory,
-                                         attempts, started_at, at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]],
-                  run_id, en.step, pos, en.kind, en.name, en.args, en.status, en.result, en.error,
-                  en.memory, en.attempts or 1, en.started_at, time.now())
-  end
-  if not ok then error(e, 0) end
-  if pos then positions[run_id] = pos end
+  pos = pos + 1
+  local res, e = d:run([[INSERT INTO journal (run_id, step, pos, kind, name, args, status, result, error, memory,
+                                              attempts, started_at, at)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                         ON CONFLICT (run_id, step) DO UPDATE SET kind = excluded.kind, name = excluded.name,
+                           args = excluded.args, status = excluded.status, result = excluded.result,
+                           error = excluded.error, memory = excluded.memory, attempts = excluded.attempts,
+                           started_at = coalesce(excluded.started_at, journal.started_at, journal.at),
+                           at = excluded.at
+                         WHERE journal.status = 'started']],
+                       run_id, en.step, pos, en.kind, en.name, en.args, en.status, en.result, en.error,
+                       en.memory, en.attempts or 1, en.started_at, time.now())
+  if not res then error(e, 0) end
+  if res.changes == 0 then error(("step %s of run %s is already journaled"):format(en.step, run_id), 0) end
+  positions[run_id] = pos
   return true
 end
 
-function _M.journal.put(run_id, entry, owner)
+function _M.journal.put(run_id, entry, owner, usage)
   local d, err = db()
   if not d then return nil, err end
-  local ok, e = pcall(d.transaction, d, function(t)
-    fence(t, run_id, owner)
-    return put(t, run_id, entry)
+  usage = usage or {}
+  local ok, status = pcall(d.transaction, d, function(t)
+    -- the lease fence, the usage and the run's status in one statement
+    local row, e = t:first([[UPDATE runs SET tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost = cost + ?
+                             WHERE id = ? AND (? IS NULL OR lease_owner = ?) RETURNING status]],
+                           usage.tokens_in or 0, usage.tokens_out or 0, usage.cost or 0, run_id, owner, owner)
+    if not row then error(e or LOST, 0) end
+    put(t, run_id, entry)
+    return row.status
   end)
-  if not ok then return nil, tostring(e) end
-  ok, e = d:committed()
-  if not ok then return nil, e end
-  return true
+  if not ok then return nil, tostring(status) end
+  local done, e = d:committed()
+  if not done then return nil, e end
+  return status
 end
 
 function _M.journal.load(run_id)

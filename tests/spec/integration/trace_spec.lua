@@ -2,8 +2,8 @@
 -- journaled steps (nested by step id), under each wf:call step the agent
 -- run it started, under that its model calls and tool calls, with times,
 -- tokens and cost from the records; --verbose shows the recorded prompts
--- (capped); agent runs that a timeout, a retry or a killed process left
--- behind are closed as failed.
+-- (capped); the agent runs of attempts that a timeout, a retry or a killed
+-- process left behind are closed as failed.
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. "../helpers.lua")
 local cjson = require "cjson"
 local uv = require "luv"
@@ -167,7 +167,12 @@ return workflow{name = "wordy", run = function(wf) return wf:call("wordy", "say 
     -- attempt 1 times out; attempt 2 answers: two agent runs under the step
     local res = moonhive({ "run", write("retry.lua", [[
 local n = 0
-local slow = agent{name = "slow", run = function() n = n + 1 if n == 1 then sleep(5000) end return "ok " .. n end}
+local slow = agent{name = "slow", run = function(self, input, ctx)
+  n = n + 1
+  ctx:emit("note", {attempt = n})
+  if n == 1 then sleep(5000) end
+  return "ok " .. n
+end}
 return workflow{name = "retry", run = function(wf)
   return wf:call(slow, "x", {timeout = 150, retry = {attempts = 2, backoff_ms = 1}})
 end}]]) })
@@ -178,14 +183,19 @@ end}]]) })
     local attempts = kids(s1, "run")
     assert.equals(2, #attempts)
     assert.same({ "failed", "succeeded" }, { attempts[1].status, attempts[2].status })
-    assert.matches("stopped", attempts[1].error)
+    assert.matches("attempt 1 failed", attempts[1].error, 1, true)
+    assert.same({ "event", "note" }, { attempts[2].children[1].type, attempts[2].children[1].kind })
     assert.matches("2 attempts", H.ok(moonhive({ "trace", t.id })), 1, true)
 
     -- a process killed inside a step: resume closes the agent run it had going
     local file = write("killed.lua", [[
-local nap = agent{name = "nap", run = function(self, input) if time.now() < input then sleep(60000) end return "awake" end}
+local nap = agent{name = "nap", run = function(self, input, ctx)
+  ctx:emit("note")
+  if time.now() < input then sleep(60000) end
+  return "awake"
+end}
 return workflow{name = "killed", run = function(wf, input) return wf:call(nap, input) end}]])
-    local until_ = uv.gettimeofday() + 1
+    local until_ = uv.gettimeofday() + 4 -- the agent sleeps until then: long enough to be killed inside it
     local out, handle = {}, nil
     local stderr = uv.new_pipe(false)
     local vars, e = uv.os_environ(), {}
