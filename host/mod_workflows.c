@@ -6,7 +6,7 @@
  *   workflows.unfinished{id=}      -> {runs = {{id=, workflow=, path=, source=}, ...}}
  *   workflows.step{step=, kind=, name=, status=, result=, error=, memory=} -> {status=}
  *   workflows.status{status=, output=, error=} -> {status=}
- *   workflows.poll{}               -> {status=}
+ *   workflows.watch{}              -> {status=, lost=} once the run is cancelled or taken over
  *   workflows.take_signal{name=, step=, memory=} -> {found=, payload=, status=}
  *   workflows.in_step(id, attempt)  -- the model and tool calls this task (and the
  *   workflows.in_step()             -- tasks it spawns) makes from now on are recorded
@@ -39,7 +39,7 @@ ENTRY(attach, mh_runs_bind_record)
 ENTRY(unfinished, NULL)
 ENTRY(step, NULL)
 ENTRY(status, NULL)
-ENTRY(poll, NULL)
+ENTRY(watch, NULL)
 ENTRY(take_signal, NULL)
 
 /* workflows.in_step([id, attempt]) [-(0|2), +0, v] */
@@ -68,7 +68,7 @@ static int workflows_in_step(lua_State *L) {
 int luaopen_mh_workflows(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"begin", workflows_begin}, {"attach", workflows_attach}, {"unfinished", workflows_unfinished},
-    {"step", workflows_step}, {"status", workflows_status}, {"poll", workflows_poll},
+    {"step", workflows_step}, {"status", workflows_status}, {"watch", workflows_watch},
     {"take_signal", workflows_take_signal}, {"in_step", workflows_in_step}, {NULL, NULL}};
   luaL_newlib(L, funcs);
   return 1;

@@ -47,7 +47,6 @@ Run.__index = Run
 M.Run = Run
 
 local POLL_MS = 100     -- waiting for a signal: how often the store is asked
-local WATCH_MS = 250    -- a running workflow: how often it looks for a cancellation (and renews its lease)
 local NAME = "^[%a_][%w_%-]*$"
 
 local function fail(msg) error({ message = "workflow: " .. msg }, 0) end
@@ -143,7 +142,7 @@ local function journal(self, entry)
   local res, err = workflows.step(entry)
   if not res then fatal(self, err) end
   if res.lost then fatal(self, res.lost) end
-  self.status, self.seen = res.status, time.monotonic()
+  self.status = res.status
 end
 
 -- The next step id of the calling branch.
@@ -409,7 +408,7 @@ function Run:wait_signal(name, opts)
   while true do
     local res, err = workflows.take_signal{ name = name, step = id, memory = encode(self.memory) }
     if not res then fatal(self, err) end
-    self.status, self.seen = res.status, time.monotonic()
+    self.status = res.status
     check_live(self)
     if res.found then
       workflows.status{ status = "running" }
@@ -434,7 +433,7 @@ local function new_run(def, id, input, journal_entries, started_at, on_event, ag
   return setmetatable({
     id = id, name = def.name, input = input, memory = {}, def = def, journal = journal_entries or {},
     scopes = setmetatable({}, { __mode = "k" }), started_at = started_at or time.now(), status = "running",
-    replayed = 0, executed = 0, on_event = on_event, agent_events = agent_events, seen = time.monotonic(),
+    replayed = 0, executed = 0, on_event = on_event, agent_events = agent_events,
   }, Run)
 end
 
@@ -446,31 +445,27 @@ local function execute(run)
     run.scopes[coroutine.running()] = { prefix = "", n = 0 }
     return def.fn(run, run.input)
   end)
+  -- returns once the run is cancelled or taken over by another process
+  -- (the runtime looks at every run of the process at once, every 250 ms)
   local watcher = task.spawn(function()
-    while true do
-      sleep(WATCH_MS)
-      -- a step journaled meanwhile brought the status (and renewed the lease)
-      local res = time.monotonic() - run.seen >= WATCH_MS and workflows.poll{}
-      if res then run.seen = time.monotonic() end
-      if res and res.lost then -- another process executes the run now
-        run.fatal = run.fatal or res.lost
-        body:cancel()
-        return
-      end
-      if res and res.status == "cancelled" then
-        run.fatal, run.status = run.fatal or "workflow run cancelled", "cancelled"
-        body:cancel()
-        return
-      end
-      if def.timeout and (time.now() - run.started_at) * 1000 > def.timeout then
-        run.fatal = run.fatal or ("workflow '%s' timed out after %d ms"):format(def.name, def.timeout)
-        body:cancel()
-        return
-      end
+    local res = workflows.watch{}
+    if res and res.lost then
+      run.fatal = run.fatal or res.lost
+      body:cancel()
+    elseif res and res.status == "cancelled" then
+      run.fatal, run.status = run.fatal or "workflow run cancelled", "cancelled"
+      body:cancel()
     end
+  end)
+  local timer = def.timeout and task.spawn(function()
+    local left = def.timeout - (time.now() - run.started_at) * 1000
+    if left > 0 then sleep(left) end
+    run.fatal = run.fatal or ("workflow '%s' timed out after %d ms"):format(def.name, def.timeout)
+    body:cancel()
   end)
   local ok, output = body:wait()
   watcher:cancel()
+  if timer then timer:cancel() end
   local report = { run_id = run.id, workflow = def.name, steps = { executed = run.executed, replayed = run.replayed } }
   if ok then
     local good, text = pcall(encode, output)

@@ -15,7 +15,9 @@ local _M = {}
 
 local DEFAULT_MS = 15000
 local held = {} -- run id -> when this process's lease on it expires
+local lost = {} -- run id -> why this process no longer holds it (another one took it over)
 local owner_id, lease_ms, failure
+local renewed_all = -math.huge -- time.now() of the last renew_all
 
 -- The lease duration in ms, or nil and why MOONHIVE_LEASE_MS is unusable.
 function _M.duration()
@@ -102,6 +104,29 @@ function _M.renew(s, id)
   if ok == nil then return true end -- the store failed: the next poll tries again
   held[id] = nil
   return nil, ("run %s lost its lease: it is now executed by %s"):format(id, _M.describe(h))
+end
+
+-- Renews, once a third of a lease has passed, every lease this process
+-- holds in one store call; those it no longer holds are noted as lost.
+function _M.renew_all(s)
+  if not lease_ms or next(held) == nil or time.now() < renewed_all + lease_ms / 1000 / 3 then return end
+  renewed_all = time.now()
+  local ids = s.runs.renew(_M.owner(), lease_ms)
+  if not ids then return end -- the store failed: the next round tries again
+  for id in pairs(held) do
+    if ids[id] then _M.adopt(id)
+    else
+      held[id] = nil
+      lost[id] = ("run %s lost its lease: another process executes it now"):format(id)
+    end
+  end
+end
+
+-- Why run id must stop (its lease was taken over), once; or nil.
+function _M.lost(id)
+  local why = lost[id]
+  lost[id] = nil
+  return why
 end
 
 -- Releases every lease this process holds (the host is closing).

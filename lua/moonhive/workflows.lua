@@ -30,7 +30,10 @@
 --       and answers the run's status, so the engine notices a cancellation;
 --       closes the agent runs of a wf:call step's attempts (moonhive.runs)
 --   status{status=, output=, error=} -> {status=}
---   poll{} -> {status=, lost=}
+--   watch{} -> {status=, lost=}
+--       waits until the caller's run is cancelled, taken over by another
+--       process (lost: why), or finished; one query every 250 ms looks at
+--       every watched run of the process, and renews its leases when due
 --   take_signal{name=, step=, memory=} -> {found=, payload=, status=, lost=}
 -- Each answer with a status also renews the run's lease when due; lost
 -- says why the run must stop (another process took it over).
@@ -222,10 +225,43 @@ function _M.status(req, _, caller)
   return { status = now or req.status }
 end
 
-function _M.poll(_, _, caller)
+local WATCH_MS = 250
+local watched = {} -- run id -> its status as last seen, for the runs whose engine waits in watch
+local refreshed = -math.huge
+
+-- Looks at every watched run at once, at most every WATCH_MS, and renews
+-- this process's leases when due. Runs seen finished are no longer watched
+-- (the watch of one that ended normally was cancelled by its engine).
+local function refresh(s)
+  local now = time.monotonic()
+  if now - refreshed < WATCH_MS then return end
+  refreshed = now
+  local ids = {}
+  for id in pairs(watched) do ids[#ids + 1] = id end
+  local got = s.runs.statuses(ids)
+  for _, id in ipairs(ids) do
+    local st = got and got[id] or (got and "gone") or watched[id]
+    watched[id] = UNFINISHED[st] and st or nil
+    if st == "cancelled" then runs.close_all(id, "the workflow run was cancelled") end
+  end
+  lease.renew_all(s)
+end
+
+function _M.watch(_, _, caller)
   local s, err = run_backend(caller)
   if not s then return nil, err end
-  return status_of(s, caller.run_id)
+  local id = caller.run_id
+  watched[id] = "running"
+  while true do
+    sleep(WATCH_MS)
+    refresh(s)
+    local lost = lease.lost(id)
+    if lost or not watched[id] then
+      watched[id] = nil
+      local status = s.runs.status(id)
+      return { status = status, lost = lost }
+    end
+  end
 end
 
 function _M.take_signal(req, _, caller)
@@ -248,7 +284,7 @@ end
 
 -- ---- for the CLI ----
 
--- Cancels an unfinished workflow run: its process notices within a poll.
+-- Cancels an unfinished workflow run: its process notices within a watch.
 function _M.cancel(id)
   local s, err = backend("runs cancel")
   if not s then return nil, err end

@@ -18,6 +18,7 @@
 --              started_at, finished_at}; a unique id prefix is enough
 --       (started_at: seconds since the epoch, as every time here)
 --   runs.status(id) -> status | nil, "no run 'ID'"    (exact id; cheaper than get)
+--   runs.statuses({id, ...}) -> {[id] = status}        (the runs that exist)
 --   runs.set(id, {status=, output=, error=}, owner) -> true
 --       sets an unfinished run's status; a terminal one (succeeded, failed,
 --       cancelled) sets finished_at (and, with owner, releases its lease);
@@ -41,6 +42,9 @@
 --       has stopped); with opts.renew only when owner holds it. Else false
 --       and who holds it until when (a finished run: nobody)
 --   runs.release(id, owner) -> true    (only owner's own lease)
+--   runs.renew(owner, ms) -> {[id] = true}
+--       renews every lease owner holds on an unfinished run until now + ms;
+--       the ids it renewed (one it holds no more is missing)
 -- The writes of an executing run (journal.put, runs.set, signals.take) take
 -- its owner as a fence: when another owner holds the lease they write
 -- nothing and return nil, "lease lost".

@@ -17,6 +17,7 @@
 --     commit: also power-loss safe, at the cost of one fsync per commit
 --     (per loop turn, however many steps it journals).
 
+local cjson = require "cjson"
 local host = require "host"
 local database = require "moonhive.db"
 local runs = require "moonhive.runs"
@@ -110,6 +111,17 @@ function _M.runs.status(id)
   return row.status
 end
 
+function _M.runs.statuses(ids)
+  local d, err = db()
+  if not d then return nil, err end
+  local rows, e = d:query("SELECT id, status FROM runs WHERE id IN (SELECT value FROM json_each(?))",
+                          cjson.encode(ids))
+  if not rows then return nil, e end
+  local out = {}
+  for _, r in ipairs(rows) do out[r.id] = r.status end
+  return out
+end
+
 function _M.runs.set(id, fields, owner)
   local d, err = db()
   if not d then return nil, err end
@@ -158,6 +170,17 @@ function _M.runs.lease(id, owner, ms, opts)
   local row = d:first("SELECT lease_owner, lease_until FROM runs WHERE id = ?", id)
   if not row then return nil, ("no run '%s'"):format(id) end
   return false, { owner = row.lease_owner, expires = row.lease_until }
+end
+
+function _M.runs.renew(owner, ms)
+  local d, err = db()
+  if not d then return nil, err end
+  local rows, e = d:query("UPDATE runs SET lease_until = ? WHERE lease_owner = ? AND status IN " .. UNFINISHED
+                          .. " RETURNING id", time.now() + ms / 1000, owner)
+  if not rows then return nil, e end
+  local out = {}
+  for _, r in ipairs(rows) do out[r.id] = true end
+  return out
 end
 
 function _M.runs.release(id, owner)
