@@ -63,7 +63,7 @@
 static const char DB_MT = 0; /* registry: metatable of db userdata */
 
 #define BUSY_TIMEOUT_MS 5000
-#define STMT_CACHE 16
+#define STMT_CACHE 32
 
 /* A prepared statement waiting for its next use; sql is its own copy. */
 typedef struct cached_stmt {
@@ -401,6 +401,19 @@ static int db_user_version(lua_State *L) {
   return 1;
 }
 
+/* Runs one statement of fixed SQL without parameters or results through the
+ * statement cache (SAVEPOINT and RELEASE run once per nested transaction:
+ * parsing them each time cost more than running them). SQLite's code. */
+static int exec_cached(store_db *d, const char *sql) {
+  size_t len = strlen(sql);
+  sqlite3_stmt *stmt = stmt_take(d, sql, len);
+  int rc = stmt ? SQLITE_OK : sqlite3_prepare_v2(d->db, sql, (int)len, &stmt, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_step(stmt);
+  if (rc == SQLITE_DONE) rc = SQLITE_OK;
+  stmt_give(d, sql, len, stmt);
+  return rc;
+}
+
 /* db:transaction(fn) [-2, +(1|2), e] */
 static int db_transaction(lua_State *L) {
   store_db *d = check_open(L, 1);
@@ -409,7 +422,7 @@ static int db_transaction(lua_State *L) {
   lua_settop(L, 2);                                        /* db fn */
   if (d->group && mh_store_group_join(d->group) != SQLITE_OK) return push_failure(L, d->db, "db:transaction: begin");
   int nested = !sqlite3_get_autocommit(d->db);             /* within the group's transaction */
-  if (sqlite3_exec(d->db, nested ? "SAVEPOINT mh_tx" : "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+  if ((nested ? exec_cached(d, "SAVEPOINT mh_tx") : sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL, NULL)) != SQLITE_OK)
     return push_failure(L, d->db, "db:transaction: begin");
   d->in_tx = 1;
   lua_pushvalue(L, 1);                                     /* db fn db */
@@ -424,7 +437,7 @@ static int db_transaction(lua_State *L) {
     if (!sqlite3_get_autocommit(d->db)) sqlite3_exec(d->db, undo, NULL, NULL, NULL);
     return lua_error(L);
   }
-  if (sqlite3_exec(d->db, nested ? "RELEASE mh_tx" : "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+  if ((nested ? exec_cached(d, "RELEASE mh_tx") : sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL)) != SQLITE_OK) {
     push_failure(L, d->db, "db:transaction: commit");      /* db result nil err */
     if (!sqlite3_get_autocommit(d->db)) sqlite3_exec(d->db, undo, NULL, NULL, NULL);
     return 2;

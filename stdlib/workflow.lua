@@ -241,6 +241,7 @@ local function step(self, kind, name, args, opts, exec)
   emit(self, { kind = "step_done", step = id, step_kind = kind, name = name, ok = ok, error = not ok and result or nil,
                ms = time.monotonic() - started })
   if not ok then error(result, 0) end
+  if type(result) == "string" then return result end -- a string reads back as itself
   return decode(text) -- what a replay will see
 end
 

@@ -51,6 +51,7 @@ local _M = {}
 
 local UNFINISHED = { pending = true, running = true, waiting = true }
 local grants = {} -- tokens of the `runs resume` commands of this process
+local stored = {} -- workflow versions this process has stored
 local SETTABLE = { running = true, waiting = true, succeeded = true, failed = true }
 local TERMINAL = { succeeded = true, failed = true }
 
@@ -74,8 +75,9 @@ function _M.begin(req)
   local ms, lerr = lease.duration()
   if not ms then return nil, lerr end
   local version = crypto.sha256(req.source)
-  local ok, e = s.versions.put(version, req.path, req.source)
+  local ok, e = stored[version] or s.versions.put(version, req.path, req.source)
   if not ok then return nil, "workflow: cannot store its version: " .. e end
+  stored[version] = true
   local id
   local status = req.queue and "pending" or "running"
   id, e = s.runs.create{ kind = "workflow", name = req.workflow, version = version, input = req.input, status = status,
