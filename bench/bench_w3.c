@@ -73,14 +73,19 @@ static void warm_connections(mh_host *host, const w3_config *cfg);
 
 /* ---- moonhive: agents in a sandbox ---- */
 
-/* Defines the agents once per sandbox (global W3), then runs one pipeline. */
-static const char W3_SCRIPT[] =
-  "if not rawget(_G, 'W3') then\n"
-  "  local suffix = %s\n"
-  "  local function step(name, system) return agent{name = name, model = 'openai/m', system = system} end\n"
-  "  local researcher = step('researcher', %s)\n"
-  "  local coder = step('coder', %s)\n"
+/* The three agents, defined once per sandbox (then W3 exists): the first
+ * lines of both scripts below. */
+#define W3_AGENTS \
+  "if not rawget(_G, 'W3') then\n" \
+  "  local suffix = %s\n" \
+  "  local function step(name, system) return agent{name = name, model = 'openai/m', system = system} end\n" \
+  "  local researcher = step('researcher', %s)\n" \
+  "  local coder = step('coder', %s)\n" \
   "  local reviewer = step('reviewer', %s)\n"
+
+/* One pipeline: a fourth agent chains the three. */
+static const char W3_SCRIPT[] =
+  W3_AGENTS
   "  W3 = agent{name = 'w3', run = function(self, input, ctx)\n"
   "    local facts = researcher:run(input .. suffix, {ctx = ctx})\n"
   "    local code = coder:run(facts .. suffix, {ctx = ctx})\n"
@@ -92,12 +97,7 @@ static const char W3_SCRIPT[] =
 
 /* The same agents as the three steps of a durable workflow. */
 static const char W3_WORKFLOW[] =
-  "if not rawget(_G, 'W3') then\n"
-  "  local suffix = %s\n"
-  "  local function step(name, system) return agent{name = name, model = 'openai/m', system = system} end\n"
-  "  local researcher = step('researcher', %s)\n"
-  "  local coder = step('coder', %s)\n"
-  "  local reviewer = step('reviewer', %s)\n"
+  W3_AGENTS
   "  W3 = workflow{name = 'w3', run = function(wf, input)\n"
   "    local facts = wf:call(researcher, input .. suffix)\n"
   "    local code = wf:call(coder, facts .. suffix)\n"

@@ -198,6 +198,42 @@ function H.moonhive(args, opts)
   return H.exec(H.bin, args, opts)
 end
 
+-- Starts `moonhive ARGS` in the background (opts: cwd=, env= as for H.exec):
+-- p.pid, p.stderr() (so far), p.kill(signal) (while it runs), p.wait() ->
+-- {code=, signal=, stdout=, stderr=} once it has exited and been reaped.
+function H.start(args, opts)
+  opts = opts or {}
+  local out, err, res = {}, {}, {}
+  local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
+  local handle, pid = uv.spawn(H.bin, { args = args, cwd = opts.cwd or H.root, env = build_env(opts.env),
+                                        stdio = { nil, stdout, stderr } },
+                               function(code, sig) res.code, res.signal = code, sig end)
+  if not handle then
+    stdout:close() stderr:close()
+    H.flush()
+    error("cannot start " .. H.bin .. ": " .. tostring(pid))
+  end
+  local open = 2
+  local function reader(pipe, acc)
+    pipe:read_start(function(_, chunk)
+      if chunk then acc[#acc + 1] = chunk else pipe:close() open = open - 1 end
+    end)
+  end
+  reader(stdout, out)
+  reader(stderr, err)
+  local p = { pid = pid }
+  function p.stderr() return table.concat(err) end
+  function p.kill(sig) if res.code == nil then handle:kill(sig) end end
+  function p.wait()
+    H.wait_until(function() return res.code ~= nil and open == 0 end, 30000)
+    if not handle:is_closing() then handle:close() end
+    H.flush()
+    res.stdout, res.stderr = table.concat(out), table.concat(err)
+    return res
+  end
+  return p
+end
+
 -- `moonhive eval CODE` with options placed before the code.
 function H.eval(code, opts)
   opts = opts or {}
@@ -318,6 +354,34 @@ end
 -- Starts tests/tools/mockllm (the mock LLM server) the same way.
 function H.start_mockllm()
   return H.start_testserver(H.mockllm)
+end
+
+-- The requests the mock LLM server received (its /_requests log, read
+-- through a moonhive eval): a list of {body = decoded request, ...}.
+function H.mock_requests(srv)
+  local body = H.ok(H.eval(("return assert(http.get(%q)).body"):format(srv.url("/_requests"))))
+  return require("cjson").decode(body)
+end
+
+-- A project folder for specs that run agents and workflows against the mock
+-- LLM server: agents/worker.lua (the source `worker`), its own data
+-- directory, the server. p.dir, p.llm (the server), p.env(extra) (the
+-- variables a moonhive run needs: model, key, base URL, data),
+-- p.moonhive(args, extra) (run in p.dir), p.stop().
+function H.mock_project(worker)
+  local p = { dir = H.tmpdir() }
+  uv.fs_mkdir(p.dir .. "/agents", 448)
+  H.write(p.dir .. "/agents/worker.lua", worker)
+  p.llm = H.start_mockllm()
+  function p.env(extra)
+    local e = { MOONHIVE_DATA = p.dir .. "/.moonhive", MOONHIVE_MODEL = "openai/x", OPENAI_API_KEY = "sk-test",
+                OPENAI_BASE_URL = p.llm.url("/v1"), ANTHROPIC_API_KEY = false }
+    for k, v in pairs(extra or {}) do e[k] = v end
+    return e
+  end
+  function p.moonhive(args, extra) return H.moonhive(args, { cwd = p.dir, env = p.env(extra) }) end
+  function p.stop() p.llm.stop() end
+  return p
 end
 
 -- Reads /stats from the test server through a moonhive eval (the specs do

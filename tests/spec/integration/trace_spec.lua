@@ -23,14 +23,10 @@ return workflow{
 }]]
 
 describe("moonhive trace", function()
-  local project, data, llm_srv
+  local P, project -- H.mock_project
 
-  local function env()
-    return { MOONHIVE_DATA = data, MOONHIVE_MODEL = "openai/x", OPENAI_API_KEY = "sk-test-trace",
-             OPENAI_BASE_URL = llm_srv.url("/v1"), ANTHROPIC_API_KEY = false }
-  end
-
-  local function moonhive(args) return H.moonhive(args, { cwd = project, env = env() }) end
+  local function env() return P.env() end
+  local function moonhive(args) return P.moonhive(args) end
 
   local function write(name, src)
     H.write(project .. "/" .. name, src)
@@ -57,15 +53,11 @@ describe("moonhive trace", function()
   end
 
   lazy_setup(function()
-    project = H.tmpdir()
-    data = project .. "/.moonhive"
-    uv.fs_mkdir(project .. "/agents", 448)
-    H.write(project .. "/agents/worker.lua",
-            'return agent{name = "worker", system = "You work carefully.", tools = {"calculator"}}')
-    llm_srv = H.start_mockllm()
+    P = H.mock_project('return agent{name = "worker", system = "You work carefully.", tools = {"calculator"}}')
+    project = P.dir
   end)
   lazy_teardown(function()
-    llm_srv.stop()
+    P.stop()
     H.cleanup()
   end)
 
@@ -196,31 +188,20 @@ local nap = agent{name = "nap", run = function(self, input, ctx)
 end}
 return workflow{name = "killed", run = function(wf, input) return wf:call(nap, input) end}]])
     local until_ = uv.gettimeofday() + 4 -- the agent sleeps until then: long enough to be killed inside it
-    local out, handle = {}, nil
-    local stderr = uv.new_pipe(false)
-    local vars, e = uv.os_environ(), {}
-    for k, v in pairs(env()) do vars[k] = v or nil end
-    for k, v in pairs(vars) do e[#e + 1] = k .. "=" .. v end
-    local exited = false
-    handle = assert(uv.spawn(H.bin, { args = { "run", file, "--input", ("%.3f"):format(until_) }, cwd = project,
-                                       env = e, stdio = { nil, nil, stderr } }, function() exited = true end))
-    stderr:read_start(function(_, chunk) if chunk then out[#out + 1] = chunk end end)
+    local p = H.start({ "run", file, "--input", ("%.3f"):format(until_) }, { cwd = project, env = env() })
     local id, child
     H.wait_until(function()
-      id = run_id_of(table.concat(out))
+      id = run_id_of(p.stderr())
       if not id then return false end
       local r = moonhive({ "trace", id, "--json" })
       local s = r.code == 0 and step(cjson.decode(r.stdout), "1")
       child = s and kids(s, "run")[1]
       return child ~= nil
     end, 10000)
-    assert.truthy(child, table.concat(out))
+    assert.truthy(child, p.stderr())
     assert.equals("unfinished", step(trace(id), "1").status)
-    handle:kill("sigkill")
-    H.wait_until(function() return exited end, 10000) -- reaped: its pid is gone
-    stderr:close()
-    handle:close()
-    H.flush()
+    p.kill("sigkill")
+    p.wait() -- reaped: its pid is gone
     H.wait_until(function() return uv.gettimeofday() > until_ + 0.05 end, 5000)
     local r = moonhive({ "runs", "resume", id })
     assert.equals(0, r.code, H.show(r))

@@ -22,24 +22,17 @@ return workflow{name = "gated", run = function(wf, input)
 end}]]
 
 describe("workflow runs", function()
-  local project, data, llm_srv
+  local P, project, llm_srv -- H.mock_project
 
-  local function env(extra)
-    local e = { MOONHIVE_DATA = data, MOONHIVE_MODEL = "openai/x", OPENAI_API_KEY = "sk-test-wfq",
-                OPENAI_BASE_URL = llm_srv.url("/v1"), ANTHROPIC_API_KEY = false }
-    for k, v in pairs(extra or {}) do e[k] = v end
-    return e
-  end
-
-  local function moonhive(args, extra) return H.moonhive(args, { cwd = project, env = env(extra) }) end
+  local function env(extra) return P.env(extra) end
+  local function moonhive(args, extra) return P.moonhive(args, extra) end
 
   local function show(id) return cjson.decode(H.ok(moonhive({ "runs", "show", id, "--json" }))) end
 
   -- How many requests the mock model got for "job TAG".
   local function jobs(tag)
-    local body = H.ok(moonhive({ "eval", ("return assert(http.get(%q)).body"):format(llm_srv.url("/_requests")) }))
     local n = 0
-    for _, r in ipairs(cjson.decode(body)) do
+    for _, r in ipairs(H.mock_requests(llm_srv)) do
       for _, m in ipairs(type(r.body) == "table" and r.body.messages or {}) do
         if m.role == "user" and type(m.content) == "string" and m.content:find("job " .. tag .. " ", 1, true) then
           n = n + 1
@@ -49,36 +42,7 @@ describe("workflow runs", function()
     return n
   end
 
-  -- Starts `moonhive ARGS` in the background: .pid, .stderr(), .kill(sig), .wait() -> {code, stdout, stderr}.
-  local function start(args, extra)
-    local out, err, res = {}, {}, {}
-    local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
-    local vars, e = uv.os_environ(), {}
-    for k, v in pairs(env(extra)) do vars[k] = v or nil end
-    for k, v in pairs(vars) do e[#e + 1] = k .. "=" .. v end
-    local handle, pid = uv.spawn(H.bin, { args = args, cwd = project, env = e, stdio = { nil, stdout, stderr } },
-                                 function(code, sig) res.code, res.signal = code, sig end)
-    assert(handle, pid)
-    local open = 2
-    local function reader(pipe, acc)
-      pipe:read_start(function(_, chunk)
-        if chunk then acc[#acc + 1] = chunk else pipe:close() open = open - 1 end
-      end)
-    end
-    reader(stdout, out)
-    reader(stderr, err)
-    local p = { pid = pid }
-    function p.stderr() return table.concat(err) end
-    function p.kill(sig) if res.code == nil then handle:kill(sig) end end
-    function p.wait()
-      H.wait_until(function() return res.code ~= nil and open == 0 end, 30000)
-      if not handle:is_closing() then handle:close() end
-      H.flush()
-      res.stdout, res.stderr = table.concat(out), table.concat(err)
-      return res
-    end
-    return p
-  end
+  local function start(args, extra) return H.start(args, { cwd = project, env = env(extra) }) end
 
   local function run_id_of(text) return text:match("run (%x+%-%x+) started") end
 
@@ -101,16 +65,13 @@ describe("workflow runs", function()
   end
 
   lazy_setup(function()
-    project = H.tmpdir()
-    data = project .. "/.moonhive"
-    uv.fs_mkdir(project .. "/agents", 448)
-    H.write(project .. "/agents/worker.lua", 'return agent{name = "worker", system = "You work."}')
+    P = H.mock_project('return agent{name = "worker", system = "You work."}')
+    project, llm_srv = P.dir, P.llm
     H.write(project .. "/once.lua", ONCE)
     H.write(project .. "/gated.lua", GATED)
-    llm_srv = H.start_mockllm()
   end)
   lazy_teardown(function()
-    llm_srv.stop()
+    P.stop()
     H.cleanup()
   end)
 

@@ -40,49 +40,21 @@ return workflow{
 }]]
 
 describe("workflows", function()
-  local project, data, llm_srv
+  local P, project, llm_srv -- H.mock_project
 
-  local function env(extra)
-    local e = { MOONHIVE_DATA = data, MOONHIVE_MODEL = "openai/x", OPENAI_API_KEY = "sk-test-wf",
-                OPENAI_BASE_URL = llm_srv.url("/v1"), ANTHROPIC_API_KEY = false }
-    for k, v in pairs(extra or {}) do e[k] = v end
-    return e
-  end
-
-  local function moonhive(args, extra) return H.moonhive(args, { cwd = project, env = env(extra) }) end
+  local function env(extra) return P.env(extra) end
+  local function moonhive(args, extra) return P.moonhive(args, extra) end
 
   local function write_wf(name, src)
     H.write(project .. "/" .. name .. ".lua", src)
     return name .. ".lua"
   end
 
-  -- Starts `moonhive ARGS` in the background: :kill(), :wait() -> {code, signal, stdout, stderr}.
+  -- Starts `moonhive ARGS` in the background (H.start); p.kill() kills it with SIGKILL.
   local function start(args)
-    local out, err, res = {}, {}, {}
-    local stdout, stderr = uv.new_pipe(false), uv.new_pipe(false)
-    local vars, e = uv.os_environ(), {}
-    for k, v in pairs(env()) do vars[k] = v or nil end
-    for k, v in pairs(vars) do e[#e + 1] = k .. "=" .. v end
-    local handle = assert(uv.spawn(H.bin, { args = args, cwd = project, env = e, stdio = { nil, stdout, stderr } },
-                                   function(code, sig) res.code, res.signal = code, sig end))
-    local open = 2
-    local function reader(pipe, acc)
-      pipe:read_start(function(_, chunk)
-        if chunk then acc[#acc + 1] = chunk else pipe:close() open = open - 1 end
-      end)
-    end
-    reader(stdout, out)
-    reader(stderr, err)
-    local p = {}
-    function p.stderr() return table.concat(err) end
-    function p.kill() if res.code == nil then handle:kill("sigkill") end end
-    function p.wait()
-      H.wait_until(function() return res.code ~= nil and open == 0 end, 30000)
-      if not handle:is_closing() then handle:close() end
-      H.flush()
-      res.stdout, res.stderr = table.concat(out), table.concat(err)
-      return res
-    end
+    local p = H.start(args, { cwd = project, env = env() })
+    local kill = p.kill
+    function p.kill() kill("sigkill") end
     return p
   end
 
@@ -94,9 +66,8 @@ describe("workflows", function()
 
   -- Requests the mock model received for prompts "step KEY of TAG": {KEY = n}.
   local function counts(tag)
-    local body = H.ok(moonhive({ "eval", ("return assert(http.get(%q)).body"):format(llm_srv.url("/_requests")) }))
     local n = {}
-    for _, r in ipairs(cjson.decode(body)) do
+    for _, r in ipairs(H.mock_requests(llm_srv)) do
       local msgs = type(r.body) == "table" and r.body.messages or {}
       for _, m in ipairs(msgs) do
         local key = m.role == "user" and type(m.content) == "string" and m.content:match("^step (%S+) of " .. H.lit(tag) .. " ")
@@ -114,14 +85,11 @@ describe("workflows", function()
   end
 
   lazy_setup(function()
-    project = H.tmpdir()
-    data = project .. "/.moonhive"
-    uv.fs_mkdir(project .. "/agents", 448)
-    H.write(project .. "/agents/worker.lua", 'return agent{name = "worker", system = "You work."}')
-    llm_srv = H.start_mockllm()
+    P = H.mock_project('return agent{name = "worker", system = "You work."}')
+    project, llm_srv = P.dir, P.llm
   end)
   lazy_teardown(function()
-    llm_srv.stop()
+    P.stop()
     H.cleanup()
   end)
 
