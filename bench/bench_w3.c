@@ -3,11 +3,14 @@
  * One W3 run = three agents in sequence (researcher -> coder -> reviewer),
  * each making one model call to the local OpenAI-compatible mock server and
  * passing its reply on to the next. Measured for N concurrent runs at a mock
- * latency of 0 and 50 ms, twice in the same bench run:
+ * latency of 0 and 50 ms, three times in the same bench run:
  *
  *   moonhive  a sandboxed script: three agent{} values chained by a fourth
  *             agent's run function, N runs of it in one sandbox; each run is
  *             recorded (runs, events) in SQLite as `moonhive run` does
+ *   workflow  the same three agents as the steps of a durable workflow
+ *             (wf:call each), N runs of it: each step an agent run of its
+ *             own and a journal entry committed before the next step
  *   plain C   the same three calls per run from C, on the same libcurl-multi
  *             on libuv transport, requests built and replies parsed with
  *             cJSON; nothing recorded
@@ -70,14 +73,19 @@ static void warm_connections(mh_host *host, const w3_config *cfg);
 
 /* ---- moonhive: agents in a sandbox ---- */
 
-/* Defines the agents once per sandbox (global W3), then runs one pipeline. */
-static const char W3_SCRIPT[] =
-  "if not rawget(_G, 'W3') then\n"
-  "  local suffix = %s\n"
-  "  local function step(name, system) return agent{name = name, model = 'openai/m', system = system} end\n"
-  "  local researcher = step('researcher', %s)\n"
-  "  local coder = step('coder', %s)\n"
+/* The three agents, defined once per sandbox (then W3 exists): the first
+ * lines of both scripts below. */
+#define W3_AGENTS \
+  "if not rawget(_G, 'W3') then\n" \
+  "  local suffix = %s\n" \
+  "  local function step(name, system) return agent{name = name, model = 'openai/m', system = system} end\n" \
+  "  local researcher = step('researcher', %s)\n" \
+  "  local coder = step('coder', %s)\n" \
   "  local reviewer = step('reviewer', %s)\n"
+
+/* One pipeline: a fourth agent chains the three. */
+static const char W3_SCRIPT[] =
+  W3_AGENTS
   "  W3 = agent{name = 'w3', run = function(self, input, ctx)\n"
   "    local facts = researcher:run(input .. suffix, {ctx = ctx})\n"
   "    local code = coder:run(facts .. suffix, {ctx = ctx})\n"
@@ -87,8 +95,21 @@ static const char W3_SCRIPT[] =
   "local out = W3:run(%s)\n"
   "assert(out:find('mock: ', 1, true), out)\n";
 
+/* The same agents as the three steps of a durable workflow. */
+static const char W3_WORKFLOW[] =
+  W3_AGENTS
+  "  W3 = workflow{name = 'w3', run = function(wf, input)\n"
+  "    local facts = wf:call(researcher, input .. suffix)\n"
+  "    local code = wf:call(coder, facts .. suffix)\n"
+  "    return wf:call(reviewer, code .. suffix)\n"
+  "  end}\n"
+  "end\n"
+  "local report = require('workflow').start(W3, %s, {source = 'bench_w3'})\n"
+  "assert(report.status == 'succeeded' and report.output:find('mock: ', 1, true), report.error)\n";
+
 static void quoted(const char *s, char *out, size_t outlen) { snprintf(out, outlen, "'%s'", s); }
 
+__attribute__((noinline)) /* a symbol of its own, for callgrind --toggle-collect */
 static void run_moonhive(mh_host *host, mh_vm *vm, int n, counter *c) {
   for (int i = 0; i < n; i++) {
     lua_pushvalue(vm->L, -1);
@@ -97,8 +118,8 @@ static void run_moonhive(mh_host *host, mh_vm *vm, int n, counter *c) {
   while (c->done < n) uv_run(host->loop, UV_RUN_ONCE);
 }
 
-static void measure_moonhive(void *ud, double *out) {
-  const w3_config *cfg = ud;
+/* Measures N runs of script (W3_SCRIPT or W3_WORKFLOW, filled in). */
+static void measure_script(const w3_config *cfg, const char *script, double *out) {
   uv_loop_t loop;
   mh_host host;
   child_host(&host, &loop, cfg);
@@ -109,7 +130,7 @@ static void measure_moonhive(void *ud, double *out) {
   quoted(SYSTEM[1], q1, sizeof q1);
   quoted(SYSTEM[2], q2, sizeof q2);
   quoted(TASK, qt, sizeof qt);
-  snprintf(code, sizeof code, W3_SCRIPT, qs, q0, q1, q2, qt);
+  snprintf(code, sizeof code, script, qs, q0, q1, q2, qt);
   mh_vm *vm = mh_vm_new(&host, &host.limits, NULL);
   if (mh_vm_load(vm->L, code, strlen(code), "=w3", 0) != LUA_OK) {
     fprintf(stderr, "bench: %s\n", lua_tostring(vm->L, -1));
@@ -127,6 +148,9 @@ static void measure_moonhive(void *ud, double *out) {
   out[FIG_RSS_RUN] = (double)(peak_rss_kib() - rss0) * 1024 / cfg->n;
   out[FIG_FAILED] = c.failed + warm.failed;
 }
+
+static void measure_moonhive(void *ud, double *out) { measure_script(ud, W3_SCRIPT, out); }
+static void measure_workflow(void *ud, double *out) { measure_script(ud, W3_WORKFLOW, out); }
 
 /* ---- plain C: the same calls, no Lua ---- */
 
@@ -279,8 +303,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: bench_w3 MOCK_LLM_PORT\n");
     return 2;
   }
-  struct { int n, latency_ms, reps; } plan[] = {
-    {1, 0, 9}, {100, 0, 5}, {1000, 0, 3}, {1000, 50, 3}, {5000, 50, 3},
+  struct { int n, latency_ms, reps, workflow; } plan[] = {
+    {1, 0, 9, 1}, {100, 0, 5, 0}, {1000, 0, 3, 1}, {1000, 50, 3, 1}, {5000, 50, 3, 0},
   };
   printf("w3: researcher -> coder -> reviewer, one mock call each (model concurrency and connections per origin "
          "uncapped); medians\n");
@@ -289,14 +313,20 @@ int main(int argc, char **argv) {
   if (only && sscanf(only, "%d:%d:%d", &plan[0].n, &plan[0].latency_ms, &plan[0].reps) == 3 &&
       plan[0].n > 0 && plan[0].reps > 0 && plan[0].reps <= 9)
     cases = 1;
+  const char *side = getenv("BENCH_W3_SIDE"); /* with BENCH_W3: only "moonhive", "workflow" or "plain" */
   for (size_t i = 0; i < cases; i++) {
     w3_config cfg = {plan[i].n, plan[i].latency_ms, atoi(argv[1])};
-    double mh[FIGS], plain[FIGS];
-    medians(measure_moonhive, &cfg, plan[i].reps, mh);
-    medians(measure_plain, &cfg, plan[i].reps, plain);
-    printf("w3: N = %d concurrent runs, mock latency %d ms: moonhive/plain C CPU per step %.2f\n", cfg.n,
+    double mh[FIGS] = {0}, wf[FIGS] = {0}, plain[FIGS] = {0};
+    if (!side || strcmp(side, "moonhive") == 0) medians(measure_moonhive, &cfg, plan[i].reps, mh);
+    if ((plan[i].workflow || cases == 1) && (!side || strcmp(side, "workflow") == 0))
+      medians(measure_workflow, &cfg, plan[i].reps, wf);
+    if (!side || strcmp(side, "plain") == 0) medians(measure_plain, &cfg, plan[i].reps, plain);
+    printf("w3: N = %d concurrent runs, mock latency %d ms: moonhive/plain C CPU per step %.2f", cfg.n,
            cfg.latency_ms, mh[FIG_CPU_STEP] / plain[FIG_CPU_STEP]);
+    if (wf[FIG_CPU_STEP] > 0) printf(", workflow/moonhive %.2f", wf[FIG_CPU_STEP] / mh[FIG_CPU_STEP]);
+    printf("\n");
     print_side("moonhive", mh, cfg.n, cfg.latency_ms);
+    if (wf[FIG_CPU_STEP] > 0) print_side("workflow", wf, cfg.n, cfg.latency_ms);
     print_side("plain C", plain, cfg.n, cfg.latency_ms);
   }
   return 0;

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # run.sh — `make bench`: starts the local test server and prints the host's
-# figures (bench/bench_host.c) and the W3 agent workload (bench/bench_w3.c).
-# Numbers are medians of several repetitions. BENCH_ONLY=llm,w3 (any of sleep,
-# state, memory, http, llm, w3, serve) picks parts; bench/bench_serve.sh loads
-# `moonhive serve` with wrk.
+# figures (bench/bench_host.c), the workflow journal's cost per step
+# (bench/bench_wf.c) and the W3 agent workload, as agents and as a workflow
+# (bench/bench_w3.c). Numbers are medians of several repetitions.
+# BENCH_ONLY=llm,w3 (any of sleep, state, memory, http, llm, journal, w3,
+# serve) picks parts; bench/bench_serve.sh loads `moonhive serve` with wrk.
 # With two or more cores the server and the benchmark are pinned to different
 # cores (taskset), so they do not steal each other's CPU time.
 set -euo pipefail
@@ -27,6 +28,9 @@ read -r _ mock_port <&"$mock_out"
 trap 'kill $SERVER_PID $MOCK_PID 2>/dev/null || true; rm -rf "$MOONHIVE_DATA"' EXIT
 echo "moonhive bench ($(nproc) cores; test server on port $port, mock LLM on $mock_port${server_pin:+; servers on core 1, bench on core 0})"
 "${bench_pin[@]}" "$BUILD/bench/bench_host" "$port" "$mock_port"
+if [ -z "${BENCH_ONLY:-}" ] || [[ "$BENCH_ONLY" == *journal* ]]; then
+  "${bench_pin[@]}" "$BUILD/bench/bench_wf"
+fi
 if [ -z "${BENCH_ONLY:-}" ] || [[ "$BENCH_ONLY" == *w3* ]]; then
   "${bench_pin[@]}" "$BUILD/bench/bench_w3" "$mock_port"
 fi

@@ -433,6 +433,12 @@ int mh_bridge_call(lua_State *L, const mh_bridge_spec *spec) {
     lua_pushstring(R, run->record_id);
     lua_setfield(R, -2, "run_id");
   }
+  if (run->record_step[0]) {
+    lua_pushstring(R, run->record_step);
+    lua_setfield(R, -2, "step");
+    lua_pushnumber(R, run->record_step_at);
+    lua_setfield(R, -2, "step_at");
+  }
   mh_run *remote = mh_run_start(vm->host->runtime, 3, remote_done, b);
   if (remote == NULL) {
     free(b);

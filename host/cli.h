@@ -19,6 +19,7 @@ int mh_cmd_eval(int argc, char **argv);
 int mh_cmd_repl(int argc, char **argv);
 int mh_cmd_chat(int argc, char **argv);
 int mh_cmd_runs(int argc, char **argv);
+int mh_cmd_trace(int argc, char **argv);
 int mh_cmd_test(int argc, char **argv);
 int mh_cmd_serve(int argc, char **argv);
 int mh_cmd_keys(int argc, char **argv);
@@ -31,6 +32,6 @@ int mh_cli_run_watch(const char *file, int argc, char **argv, const mh_limits *l
 int mh_cli_push_file(lua_State *L, const char *path);
 
 extern const char mh_help_run[], mh_help_eval[], mh_help_repl[], mh_help_chat[], mh_help_runs[],
-    mh_help_test[], mh_help_serve[], mh_help_keys[];
+    mh_help_test[], mh_help_serve[], mh_help_keys[], mh_help_trace[];
 
 #endif

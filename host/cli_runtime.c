@@ -1,7 +1,8 @@
 /* cli_runtime.c — commands answered by the trusted runtime's Lua
  * (lua/moonhive/cli.lua, cli_keys.lua): `moonhive keys create|list|revoke`,
  * `moonhive runs [list] [--limit N] [--json]`, `moonhive runs show ID [--json]`,
- * `runs cancel ID`, `runs signal ID NAME [JSON]` (`runs resume` is in
+ * `runs cancel ID`, `runs signal ID NAME [JSON]`, `moonhive trace ID
+ * [--json] [--verbose]` (`runs resume` is in
  * cli_workflow.c: it runs sandboxed workflow code).
  *
  * The command's arguments go to the runtime function as a list of strings;
@@ -28,9 +29,21 @@ const char mh_help_runs[] =
   "start, duration, tokens, cost), or shows one run with its input, output,\n"
   "every event and (workflows) its step journal. ID may be a unique prefix.\n"
   "resume runs again every unfinished workflow run (or run ID) on the version\n"
-  "it started with: journaled steps are not executed again. cancel stops a\n"
+  "it started with: journaled steps are not executed again; it also claims\n"
+  "and runs the pending runs `moonhive run FILE --enqueue` queued. cancel stops a\n"
   "workflow run; signal sends NAME (with a JSON payload) to one waiting in\n"
   "wf:wait_signal. Runs are stored in $MOONHIVE_DATA/moonhive.db.\n";
+
+const char mh_help_trace[] =
+  "usage: moonhive trace ID [--json] [--verbose]\n"
+  "\n"
+  "Shows a recorded run as a tree with durations, tokens and cost: a\n"
+  "workflow run's journaled steps (3.2.1 under 3), under each wf:call step\n"
+  "the agent run it started, under each agent run its model calls and tool\n"
+  "calls. --verbose adds the prompts model calls were recorded with (system\n"
+  "prompt and newest messages, 4 KB each), tool arguments and results, step\n"
+  "results, run input and output; --json prints the tree as JSON. ID may be a\n"
+  "unique prefix.\n";
 
 typedef struct answer {
   int finished, code;
@@ -113,4 +126,8 @@ int mh_cmd_keys(int argc, char **argv) {
       return 0;
     }
   return runtime_command("moonhive.cli_keys", "keys", argc, argv);
+}
+
+int mh_cmd_trace(int argc, char **argv) {
+  return runtime_command("moonhive.cli", "trace", argc, argv);
 }

@@ -1,7 +1,9 @@
 /* cli_workflow.c — the C side of durable workflows on the command line:
  * `moonhive runs resume [ID] [--json]` (runs every unfinished workflow run,
  * or run ID, again in a fresh sandbox; stdlib/workflow.lua's resume_main
- * asks the runtime for each run's stored source and replays its journal),
+ * asks the runtime for each run's stored source and replays its journal;
+ * it gets the token that lets it take runs over from here, so no other
+ * script code can),
  * and the file reading `moonhive run` needs to store a workflow's version.
  * `runs cancel` and `runs signal` only touch the store: lua/moonhive/cli.lua
  * answers them. */
@@ -13,6 +15,7 @@
 
 #include "cli.h"
 #include "host.h"
+#include "runtime.h"
 #include "scheduler.h"
 #include "vm.h"
 
@@ -55,6 +58,27 @@ static void resume_done(mh_run *run, void *ud) {
   uv_stop(run->vm->host->loop);
 }
 
+/* [-0, +(1|0), m] Pushes onto L a token of the runtime's
+ * moonhive.workflows.grant() (the resume path's capability), returning 0;
+ * or prints why not and returns -1, pushing nothing. */
+static int push_grant(mh_host *host, lua_State *L) {
+  char err[512];
+  if (mh_runtime_push(host, "moonhive.workflows", "grant", err, sizeof err) != 0) {
+    fprintf(stderr, "moonhive: %s\n", err);
+    return -1;
+  }
+  lua_State *R = host->runtime->L;                  /* R: grant */
+  int ok = lua_pcall(R, 0, 1, 0) == LUA_OK && lua_type(R, -1) == LUA_TSTRING; /* R: token|msg */
+  if (ok) {
+    lua_pushstring(L, lua_tostring(R, -1));
+  } else {
+    fprintf(stderr, "moonhive: cannot prepare the resume: %s\n", luaL_tolstring(R, -1, NULL)); /* R: msg text */
+    lua_pop(R, 1);
+  }
+  lua_pop(R, 1);
+  return ok ? 0 : -1;
+}
+
 int mh_cmd_runs_resume(int argc, char **argv) {
   mh_limits limits;
   if (mh_cli_limits_init(&limits) != 0) return 2;
@@ -91,7 +115,9 @@ int mh_cmd_runs_resume(int argc, char **argv) {
     if (id) lua_pushstring(vm->L, id);
     else lua_pushnil(vm->L);
     resumed r = {0, 1};
-    if (mh_run_start(vm, 2, resume_done, &r) == NULL) {
+    if (push_grant(&host, vm->L) != 0) {
+      lua_settop(vm->L, 0);
+    } else if (mh_run_start(vm, 3, resume_done, &r) == NULL) {
       fprintf(stderr, "moonhive: cannot start the resume: memory limit too small\n");
     } else {
       while (!r.finished) uv_run(&loop, UV_RUN_DEFAULT);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "mod_http.h"
+#include "runtime.h"
 #include "scheduler.h"
 #include "vm.h"
 
@@ -83,6 +84,7 @@ static void close_leftover(uv_handle_t *handle, void *arg) {
 
 void mh_host_close(mh_host *host) {
   mh_sched_close(host); /* first: runs still alive are cancelled and release their ops */
+  mh_runtime_shutdown(host);
   if (host->runtime) {
     mh_vm_free(host->runtime);
     host->runtime = NULL;

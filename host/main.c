@@ -17,6 +17,7 @@ static const char usage[] =
   "  repl                     interactive prompt on the event loop\n"
   "  chat [--model M] \"text\"  one model call, streamed to the terminal\n"
   "  runs [list|show|resume|cancel|signal]  recorded runs; resume, cancel or signal a workflow\n"
+  "  trace ID [--json]        a run as a tree of steps, model and tool calls\n"
   "  test [PATHS...]          run the project's busted specs with a scripted mock model\n"
   "  serve [--host IP] [--port N]  the HTTP service: API, metrics, dashboard\n"
   "  keys [create|list|revoke]  API keys for the service\n"
@@ -41,6 +42,7 @@ static const struct {
   {"repl", mh_cmd_repl, mh_help_repl},
   {"chat", mh_cmd_chat, mh_help_chat},
   {"runs", mh_cmd_runs, mh_help_runs},
+  {"trace", mh_cmd_trace, mh_help_trace},
   {"test", mh_cmd_test, mh_help_test},
   {"serve", mh_cmd_serve, mh_help_serve},
   {"keys", mh_cmd_keys, mh_help_keys},

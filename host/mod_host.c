@@ -5,21 +5,29 @@
  *                       -- OPENAI_BASE_URL, ANTHROPIC_BASE_URL,
  *                       -- MOONHIVE_LLM_CONCURRENCY, MOONHIVE_HTTP_ALLOW,
  *                       -- MOONHIVE_MOCK_SCRIPT, MOONHIVE_MOCK_LOG, MOONHIVE_STORE,
- *                       -- MOONHIVE_DURABILITY, MOONHIVE_RATE_LIMIT,
- *                       -- MOONHIVE_RATE_BURST), or nil
+ *                       -- MOONHIVE_DURABILITY, MOONHIVE_LEASE_MS,
+ *                       -- MOONHIVE_RATE_LIMIT, MOONHIVE_RATE_BURST), or nil
  *   host.has_key(name)  -- "openai" | "anthropic": is a key configured?
  *   host.data_dir()     -- the data directory
  *   host.version()      -- moonhive's version ("0.1.0")
+ *   host.process()      -- {pid=, hostname=, pidns=} of this process (workflow
+ *                       -- leases; pidns: the pid namespace's inode, "" if unknown)
+ *   host.alive(pid)     -- false when no process pid exists (in this pid namespace)
  *   host.config()       -- the project's moonhive.lua (or $MOONHIVE_CONFIG) as a
  *                       -- table, {} when there is none; nil, err when it is broken.
  *                       -- It is evaluated as data: text only, no globals at all. */
 #include "mod_host.h"
 
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
+#include <uv.h>
 
 #include "copy.h"
 #include "vm.h"
@@ -27,7 +35,8 @@
 static const char *const readable[] = {"MOONHIVE_MODEL", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL",
                                        "MOONHIVE_LLM_CONCURRENCY", "MOONHIVE_HTTP_ALLOW",
                                        "MOONHIVE_MOCK_SCRIPT", "MOONHIVE_MOCK_LOG", "MOONHIVE_STORE",
-                                       "MOONHIVE_DURABILITY", "MOONHIVE_RATE_LIMIT", "MOONHIVE_RATE_BURST", NULL};
+                                       "MOONHIVE_DURABILITY", "MOONHIVE_LEASE_MS", "MOONHIVE_RATE_LIMIT",
+                                       "MOONHIVE_RATE_BURST", NULL};
 
 static int host_env(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
@@ -157,10 +166,36 @@ static int host_data_dir(lua_State *L) {
   return 1;
 }
 
+/* host.process() [-0, +1, m] -> {pid = n, hostname = "...", pidns = "..."}: who holds a lease */
+static int host_process(lua_State *L) {
+  char name[256], ns[64];
+  size_t len = sizeof name;
+  if (uv_os_gethostname(name, &len) != 0) memcpy(name, "unknown", sizeof "unknown");
+  ssize_t n = readlink("/proc/self/ns/pid", ns, sizeof ns - 1); /* "pid:[4026531836]" */
+  ns[n > 0 ? n : 0] = '\0';
+  const char *digits = strchr(ns, '[');
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, (lua_Integer)uv_os_getpid());
+  lua_setfield(L, -2, "pid");
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "hostname");
+  lua_pushlstring(L, digits ? digits + 1 : "", digits ? strspn(digits + 1, "0123456789") : 0);
+  lua_setfield(L, -2, "pidns");
+  return 1;
+}
+
+/* host.alive(pid) [-0, +1, -]: whether a process pid exists here (it may be another one by now) */
+static int host_alive(lua_State *L) {
+  lua_Integer pid = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, pid > 0 && pid <= INT32_MAX, 1, "a process id");
+  lua_pushboolean(L, kill((pid_t)pid, 0) == 0 || errno != ESRCH);
+  return 1;
+}
+
 int luaopen_mh_host(lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"env", host_env}, {"has_key", host_has_key}, {"data_dir", host_data_dir}, {"config", host_config}, {"version", host_version},
-    {NULL, NULL}};
+    {"env", host_env}, {"has_key", host_has_key}, {"data_dir", host_data_dir}, {"config", host_config},
+    {"version", host_version}, {"process", host_process}, {"alive", host_alive}, {NULL, NULL}};
   luaL_newlib(L, funcs);
   return 1;
 }

@@ -11,6 +11,13 @@
  *   db:first(sql, ...)          -- the first row, nil when none | nil, err
  *   db:transaction(fn)          -- BEGIN IMMEDIATE; fn(db); COMMIT and return fn's
  *                               -- first result, or ROLLBACK and re-raise its error
+ *                               -- (a SAVEPOINT when a group transaction is open)
+ *   db:group_commit()           -- from now on the writes (db:run, db:transaction)
+ *                               -- of one loop turn share one transaction,
+ *                               -- committed at the turn's end (store_group.c)
+ *   db:committed()              -- waits until what was written so far is
+ *                               -- committed: true | nil, err (at once without
+ *                               -- group commit, or with nothing pending)
  *   db:user_version([n])        -- read or set PRAGMA user_version
  *   db:close()                  -- also __gc and __close; idempotent
  *
@@ -50,11 +57,13 @@
 #include <sqlite3.h>
 
 #include "stack_check.h"
+#include "store_group.h"
+#include "vm.h"
 
 static const char DB_MT = 0; /* registry: metatable of db userdata */
 
 #define BUSY_TIMEOUT_MS 5000
-#define STMT_CACHE 16
+#define STMT_CACHE 32
 
 /* A prepared statement waiting for its next use; sql is its own copy. */
 typedef struct cached_stmt {
@@ -65,6 +74,7 @@ typedef struct cached_stmt {
 
 typedef struct store_db {
   sqlite3 *db;   /* NULL once closed */
+  mh_store_group *group; /* group commit, once db:group_commit() asked for it */
   int in_tx;     /* inside db:transaction's function */
   int ncached;   /* cache[0..ncached), oldest first */
   cached_stmt cache[STMT_CACHE];
@@ -147,6 +157,10 @@ static int push_failure(lua_State *L, sqlite3 *db, const char *what) {
 /* db:close() [-1, +1, v]; also __gc and __close (idempotent) */
 static int db_close(lua_State *L) {
   store_db *d = to_db(L, 1);
+  if (d->group) {                /* first: what this loop turn wrote is committed */
+    mh_store_group_close(d->group);
+    d->group = NULL;
+  }
   if (d->db) {
     stmt_cache_clear(d);
     sqlite3_close_v2(d->db); /* rolls back an open transaction */
@@ -331,6 +345,7 @@ static int stmt_exec(lua_State *L, const char *what, int mode) {
   int top = lua_gettop(L);
   for (int i = 3; i <= top; i++) check_param(L, i);
   luaL_checkstack(L, top + 2, "too many parameters");
+  if (mode == MODE_RUN && d->group && mh_store_group_join(d->group) != SQLITE_OK) return push_failure(L, d->db, what);
   stmt_call c = {d, d->db, NULL, what, mode};
   lua_pushcfunction(L, stmt_body);
   lua_pushlightuserdata(L, &c);
@@ -386,13 +401,28 @@ static int db_user_version(lua_State *L) {
   return 1;
 }
 
+/* Runs one statement of fixed SQL without parameters or results through the
+ * statement cache (SAVEPOINT and RELEASE run once per nested transaction:
+ * parsing them each time cost more than running them). SQLite's code. */
+static int exec_cached(store_db *d, const char *sql) {
+  size_t len = strlen(sql);
+  sqlite3_stmt *stmt = stmt_take(d, sql, len);
+  int rc = stmt ? SQLITE_OK : sqlite3_prepare_v2(d->db, sql, (int)len, &stmt, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_step(stmt);
+  if (rc == SQLITE_DONE) rc = SQLITE_OK;
+  stmt_give(d, sql, len, stmt);
+  return rc;
+}
+
 /* db:transaction(fn) [-2, +(1|2), e] */
 static int db_transaction(lua_State *L) {
   store_db *d = check_open(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   if (d->in_tx) return luaL_error(L, "db:transaction: already inside a transaction (they do not nest)");
   lua_settop(L, 2);                                        /* db fn */
-  if (sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+  if (d->group && mh_store_group_join(d->group) != SQLITE_OK) return push_failure(L, d->db, "db:transaction: begin");
+  int nested = !sqlite3_get_autocommit(d->db);             /* within the group's transaction */
+  if ((nested ? exec_cached(d, "SAVEPOINT mh_tx") : sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL, NULL)) != SQLITE_OK)
     return push_failure(L, d->db, "db:transaction: begin");
   d->in_tx = 1;
   lua_pushvalue(L, 1);                                     /* db fn db */
@@ -402,16 +432,35 @@ static int db_transaction(lua_State *L) {
     if (status != LUA_OK) return lua_error(L);
     return luaL_error(L, "db:transaction: the database was closed inside the transaction");
   }
+  const char *undo = nested ? "ROLLBACK TO mh_tx; RELEASE mh_tx" : "ROLLBACK";
   if (status != LUA_OK) {
-    if (!sqlite3_get_autocommit(d->db)) sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+    if (!sqlite3_get_autocommit(d->db)) sqlite3_exec(d->db, undo, NULL, NULL, NULL);
     return lua_error(L);
   }
-  if (sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+  if ((nested ? exec_cached(d, "RELEASE mh_tx") : sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL)) != SQLITE_OK) {
     push_failure(L, d->db, "db:transaction: commit");      /* db result nil err */
-    if (!sqlite3_get_autocommit(d->db)) sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+    if (!sqlite3_get_autocommit(d->db)) sqlite3_exec(d->db, undo, NULL, NULL, NULL);
     return 2;
   }
   return 1;
+}
+
+/* db:group_commit() [-1, +(1|2), e] */
+static int db_group_commit(lua_State *L) {
+  store_db *d = check_open(L, 1);
+  if (d->group == NULL && (d->group = mh_store_group_new(mh_vm_of(L)->host->loop, d->db)) == NULL) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "db:group_commit: out of memory");
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* db:committed() [-1, +(1|2), v] */
+static int db_committed(lua_State *L) {
+  store_db *d = check_open(L, 1);
+  return mh_store_group_wait(L, d->group);
 }
 
 /* [-0, +1, m] pushes the metatable of db userdata, creating it once per state */
@@ -422,7 +471,7 @@ static void push_db_mt(lua_State *L) {
     static const luaL_Reg methods[] = {
       {"exec", db_exec}, {"run", db_run}, {"query", db_query}, {"first", db_first},
       {"transaction", db_transaction}, {"user_version", db_user_version}, {"close", db_close},
-      {NULL, NULL}};
+      {"group_commit", db_group_commit}, {"committed", db_committed}, {NULL, NULL}};
     lua_createtable(L, 0, 5);                                /* mt */
     luaL_newlib(L, methods);                                 /* mt methods */
     lua_setfield(L, -2, "__index");
@@ -469,6 +518,7 @@ static int store_open(lua_State *L) {
   luaL_argcheck(L, len < PATH_MAX, 1, "path too long");
   store_db *d = lua_newuserdatauv(L, sizeof *d, 0);        /* db */
   d->db = NULL;
+  d->group = NULL;
   d->in_tx = 0;
   d->ncached = 0;
   push_db_mt(L);

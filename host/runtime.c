@@ -6,6 +6,8 @@
 
 #include <lauxlib.h>
 
+#include "log.h"
+
 static const char MODULES_KEY = 0; /* runtime registry: module name -> module table */
 
 mh_vm *mh_runtime(mh_host *host, char *err, size_t errlen) {
@@ -52,6 +54,27 @@ static int load_entry(lua_State *L) {
   lua_getfield(L, -1, lua_tostring(L, 2));
   if (lua_isnil(L, -1)) return luaL_error(L, "runtime module '%s' has no '%s'", lua_tostring(L, 1), lua_tostring(L, 2));
   return 1;
+}
+
+void mh_runtime_shutdown(mh_host *host) {
+  if (host->runtime == NULL) return;
+  lua_State *L = host->runtime->L;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MODULES_KEY) != LUA_TTABLE) { /* cache|nil */
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushnil(L);                                               /* cache nil */
+  while (lua_next(L, -2)) {                                     /* cache name mod */
+    int type = lua_istable(L, -1) ? lua_getfield(L, -1, "shutdown") : LUA_TNONE; /* cache name mod [field] */
+    if (type == LUA_TFUNCTION && lua_pcall(L, 0, 0, 0) != LUA_OK) {       /* cache name mod [msg] */
+      mh_log(MH_LOG_WARN, "runtime module %s: shutdown failed: %s", lua_tostring(L, -3), lua_tostring(L, -1));
+      lua_pop(L, 1);
+    } else if (type != LUA_TFUNCTION && type != LUA_TNONE) {
+      lua_pop(L, 1);                                            /* cache name mod */
+    }
+    lua_pop(L, 1);                                              /* cache name */
+  }
+  lua_pop(L, 1);
 }
 
 int mh_runtime_push(mh_host *host, const char *module, const char *name, char *err, size_t errlen) {

@@ -16,5 +16,9 @@ mh_vm *mh_runtime(mh_host *host, char *err, size_t errlen);
 /* [-0, +1, -] Pushes onto the runtime's main stack field `name` of module
  * `module` (loaded once, cached). Returns 0, or -1 with err filled (nothing pushed). */
 int mh_runtime_push(mh_host *host, const char *module, const char *name, char *err, size_t errlen);
+/* [-0, +0, -] Calls shutdown() of each runtime module loaded so far that
+ * has one (moonhive.workflows releases its leases), once, as the host
+ * closes: synchronously, so it must not wait; a failure is logged. */
+void mh_runtime_shutdown(mh_host *host);
 
 #endif

@@ -159,6 +159,8 @@ mh_run *mh_run_spawn(mh_run *parent, int nargs, mh_run_done_fn done, void *ud) {
   if (run == NULL) return NULL;
   run->parent = parent;
   memcpy(run->record_id, parent->record_id, sizeof run->record_id);
+  memcpy(run->record_step, parent->record_step, sizeof run->record_step);
+  run->record_step_at = parent->record_step_at;
   run->sibling_next = parent->children;
   if (parent->children) parent->children->sibling_prev = run;
   parent->children = run;

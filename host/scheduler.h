@@ -84,6 +84,9 @@ struct mh_run {
   double cost;
   int calls;
   char record_id[40];          /* the recorded agent run this run works for ("" if none); tasks inherit it */
+  char record_step[24];        /* the workflow step attempt ("3.2.1#2") whose agent run records its model
+                                * and tool calls ("" if none); tasks inherit it */
+  double record_step_at;       /* when that attempt began (seconds since the epoch) */
 };
 
 /* Adds a model call's usage to a run and every ancestor; returns the budget

@@ -16,7 +16,9 @@
 --   }
 --
 -- agent:run(input, opts) runs it: as a recorded run (`moonhive runs`) unless
--- opts.ctx makes it part of another one. opts.on_event(ev) sees progress:
+-- opts.ctx makes it part of another one. A recorded run started while the
+-- script works for another recorded run is that run's child (`moonhive
+-- trace`); opts.memory is its working memory. opts.on_event(ev) sees progress:
 -- {kind = "token", text=} while the model streams, "model_call", "tool_call",
 -- "tool_result", "delegate", "handoff", "error". Returns the output and a
 -- report {run_id=, agent=, version=, status=, usage=, iterations=}; raises on failure

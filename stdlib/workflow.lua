@@ -61,7 +61,6 @@ Run.__index = Run
 M.Run = Run
 
 local POLL_MS = 100     -- waiting for a signal: how often the store is asked
-local WATCH_MS = 250    -- a running workflow: how often it looks for a cancellation
 local NAME = "^[%a_][%w_%-]*$"
 
 local function fail(msg) error({ message = "workflow: " .. msg }, 0) end
@@ -199,6 +198,7 @@ end
 local function journal(self, entry)
   local res, err = workflows.step(entry)
   if not res then fatal(self, err) end
+  if res.lost then fatal(self, res.lost) end
   self.status = res.status
 end
 
@@ -252,15 +252,15 @@ local function retryable(on, err)
   return false
 end
 
--- Runs exec under opts' retry and timeout: ok, result, attempts.
+-- Runs exec(id, attempt) under opts' retry and timeout: ok, result, attempts.
 local function attempt(self, id, kind, name, opts, exec)
   local r = opts.retry or self.def.retry or {}
   local attempts, delay = r.attempts or 1, r.backoff_ms or r.backoff or 200
   local label = ("step %s %s"):format(id, describe(kind, name))
   for n = 1, attempts do
     local ok, result
-    if opts.timeout then ok, result = toolmod.bounded(opts.timeout, label, exec)
-    else ok, result = pcall(exec) end
+    if opts.timeout then ok, result = toolmod.bounded(opts.timeout, label, exec, id, n)
+    else ok, result = pcall(exec, id, n) end
     if ok then return true, result, n end
     result = tostring(result)
     if self.fatal or n == attempts or not retryable(r.on, result) then return false, result, n end
@@ -290,7 +290,7 @@ local function step(self, kind, name, args, opts, exec, meta)
   local en = journaled(self, id, kind, name, args)
   if en then return register(self, id, kind, name, opts, replay(self, id, en, kind, name, opts.label)) end
   emit(self, { kind = "step_start", step = id, step_kind = kind, name = name, label = opts.label })
-  local started = time.monotonic()
+  local started, started_at = time.monotonic(), time.now()
   local ok, result, attempts = attempt(self, id, kind, name, opts, exec)
   check_live(self)
   local text
@@ -305,12 +305,14 @@ local function step(self, kind, name, args, opts, exec, meta)
   meta = meta or {}
   journal(self, { step = id, kind = kind, name = name, args = args, status = ok and "ok" or "error",
                   result = text, error = not ok and result or nil, memory = encode(self.memory),
-                  attempts = attempts, version = meta.version, path = meta.path, source = meta.source })
+                  attempts = attempts, started_at = started_at, version = meta.version, path = meta.path,
+                  source = meta.source })
   if meta.version then self.stored[meta.version] = true end
   self.executed = self.executed + 1
   emit(self, { kind = "step_done", step = id, step_kind = kind, name = name, ok = ok, error = not ok and result or nil,
                ms = time.monotonic() - started, label = opts.label })
   if not ok then error(result, 0) end
+  if type(result) == "string" then return register(self, id, kind, name, opts, result) end -- reads back as itself
   return register(self, id, kind, name, opts, decode(text)) -- what a replay will see
 end
 
@@ -365,10 +367,16 @@ function Run:call(a, input, opts)
     error("wf:call: expected an agent{} or the name of one (agents/NAME.lua)", 2)
   end
   local meta = {}
-  return step(self, "call", name, digest(input), opts, function()
+  return step(self, "call", name, digest(input), opts, function(id, n)
     local ag = type(a) == "string" and load_agent(self, a, meta) or a
+    -- its model and tool calls go to an agent run of this attempt's own,
+    -- the run's child under step id (moonhive trace)
+    workflows.in_step(id, n)
     local parent = { depth = 0, memory = self.memory, run_id = self.id, on_event = self.agent_events }
-    return ag:run(input, { ctx = parent })
+    local ok, output = pcall(ag.run, ag, input, { ctx = parent })
+    workflows.in_step()
+    if not ok then error(output, 0) end
+    return output
   end, meta)
 end
 
@@ -436,12 +444,13 @@ local function composite(self, kind, fns, limit)
     if not ok then error(self.fatal or err, 0) end
     return replay(self, id, en, kind, nil)
   end
+  local started_at = time.now()
   local ok, results = pcall(branches, self, id, fns, limit)
   check_live(self)
   if not ok then error(results, 0) end
   local text = encode(results)
   journal(self, { step = id, kind = kind, args = tostring(#fns), status = "ok", result = text,
-                  memory = encode(self.memory) })
+                  memory = encode(self.memory), started_at = started_at })
   self.executed = self.executed + 1
   return decode(text)
 end
@@ -594,24 +603,27 @@ local function execute(run)
     if run.fatal or (#run.compensations == 0 and not def.on_error) then error(run.fatal or out, 0) end
     error(recover(run, tostring(out)), 0)
   end)
+  -- returns once the run is cancelled or taken over by another process
+  -- (the runtime looks at every run of the process at once, every 250 ms)
   local watcher = task.spawn(function()
-    while true do
-      sleep(WATCH_MS)
-      local res = workflows.poll{}
-      if res and res.status == "cancelled" then
-        run.fatal, run.status = run.fatal or "workflow run cancelled", "cancelled"
-        body:cancel()
-        return
-      end
-      if def.timeout and (time.now() - run.started_at) * 1000 > def.timeout then
-        run.fatal = run.fatal or ("workflow '%s' timed out after %d ms"):format(def.name, def.timeout)
-        body:cancel()
-        return
-      end
+    local res = workflows.watch{}
+    if res and res.lost then
+      run.fatal = run.fatal or res.lost
+      body:cancel()
+    elseif res and res.status == "cancelled" then
+      run.fatal, run.status = run.fatal or "workflow run cancelled", "cancelled"
+      body:cancel()
     end
+  end)
+  local timer = def.timeout and task.spawn(function()
+    local left = def.timeout - (time.now() - run.started_at) * 1000
+    if left > 0 then sleep(left) end
+    run.fatal = run.fatal or ("workflow '%s' timed out after %d ms"):format(def.name, def.timeout)
+    body:cancel()
   end)
   local ok, output = body:wait()
   watcher:cancel()
+  if timer then timer:cancel() end
   local report = { run_id = run.id, workflow = def.name, version = run.version,
                    steps = { executed = run.executed, replayed = run.replayed } }
   if ok then
@@ -679,9 +691,11 @@ function M.progress()
 end
 
 local function parse_input(args)
-  local words, input, i = {}, nil, 1
+  local words, input, i, queue = {}, nil, 1, false
   while i <= #args do
-    if args[i] == "--input" then
+    if args[i] == "--enqueue" then
+      queue, i = true, i + 1
+    elseif args[i] == "--input" then
       if args[i + 1] == nil then error("--input needs a JSON value: --input '{\"task\": \"...\"}'", 0) end
       local v, err = json.decode(args[i + 1])
       if err then error("--input is not JSON: " .. err, 0) end
@@ -693,7 +707,7 @@ local function parse_input(args)
     end
   end
   if input == nil and #words > 0 then input = table.concat(words, " ") end
-  return input
+  return input, queue
 end
 
 local function print_report(report, json_out)
@@ -701,20 +715,39 @@ local function print_report(report, json_out)
   elseif report.status == "succeeded" then print(agentmod.input_text(report.output)) end
 end
 
--- Starts workflow `def` (what FILE returned; source is FILE's text) with
--- input from the command line: --input JSON, or the words joined.
-function M.main(def, json_out, path, source, ...)
-  local input = parse_input({ ... })
+-- Runs workflow `def` as a new durable run of `input` to its end and
+-- returns the report, as `moonhive run` does without printing. opts.source:
+-- the workflow file's text (stored as the run's version, what `runs resume`
+-- runs again); opts.path, opts.on_event(ev), opts.agent_events(ev).
+function M.start(def, input, opts)
+  if not M.is_workflow(def) then error("workflow.start: expected a workflow{}", 2) end
+  opts = opts or {}
+  if type(opts.source) ~= "string" then error("workflow.start: opts.source must be the workflow file's text", 2) end
   local encoded = encode(input)
-  local res, err = workflows.begin{ workflow = def.name, path = path, source = source, input = encoded }
+  local res, err = workflows.begin{ workflow = def.name, path = opts.path, source = opts.source, input = encoded }
   if not res then error(err, 0) end
-  local on_event = not json_out and M.progress() or nil
-  local run = new_run(def, res.id, decode(encoded), {}, res.started_at, on_event,
-                      not json_out and agentmod.progress() or nil, res.version)
+  local run = new_run(def, res.id, decode(encoded), {}, res.started_at, opts.on_event, opts.agent_events, res.version)
   emit(run, { kind = "started", run_id = run.id })
-  local report = execute(run)
+  return execute(run)
+end
+
+-- Starts workflow `def` (what FILE returned; source is FILE's text) with
+-- input from the command line: --input JSON, or the words joined; with
+-- --enqueue, only queues it (status pending) and prints its id.
+function M.main(def, json_out, path, source, ...)
+  local input, queue = parse_input({ ... })
+  if queue then
+    local res, err = workflows.begin{ workflow = def.name, path = path, source = source, input = encode(input), queue = true }
+    if not res then error(err, 0) end
+    print(json_out and json.encode({ run_id = res.id, workflow = def.name, status = res.status }) or res.id)
+    return
+  end
+  local report = M.start(def, input, { path = path, source = source, on_event = not json_out and M.progress() or nil,
+                                       agent_events = not json_out and agentmod.progress() or nil })
   print_report(report, json_out)
-  if report.status ~= "succeeded" then error(("workflow run %s %s: %s"):format(run.id, report.status, report.error), 0) end
+  if report.status ~= "succeeded" then
+    error(("workflow run %s %s: %s"):format(report.run_id, report.status, report.error), 0)
+  end
 end
 
 -- The workflow a run started with, from its stored source (Lua or JSON).
@@ -731,9 +764,9 @@ local function load_version(r)
   return def
 end
 
-local function resume_one(r, json_out)
+local function resume_one(r, json_out, token)
   local def = load_version(r)
-  local a, err = workflows.attach{ id = r.id }
+  local a, err = workflows.attach{ id = r.id, token = token }
   if not a then error(err, 0) end
   local n = 0
   for _ in pairs(a.journal) do n = n + 1 end
@@ -744,16 +777,19 @@ local function resume_one(r, json_out)
 end
 
 -- Resumes run `id` (a unique prefix), or every unfinished run, each on the
--- version of the workflow it started with, all at once.
-function M.resume_main(json_out, id)
-  local res, err = workflows.unfinished{ id = id }
+-- version of the workflow it started with, all at once. token: what lets
+-- it take runs over (host/cli_workflow.c has the runtime grant it); keep
+-- it in locals, out of reach of the workflow code run here.
+function M.resume_main(json_out, id, token)
+  local res, err = workflows.unfinished{ id = id, token = token }
   if not res then error(err, 0) end
+  for _, why in ipairs(res.busy or {}) do log.write(why .. ": left alone\n") end
   if #res.runs == 0 then
     if json_out then print("[]") else log.write("no unfinished workflow runs\n") end
     return
   end
   local tasks, reports = {}, {}
-  for i, r in ipairs(res.runs) do tasks[i] = task.spawn(resume_one, r, json_out) end
+  for i, r in ipairs(res.runs) do tasks[i] = task.spawn(resume_one, r, json_out, token) end
   local failed = 0
   for i, t in ipairs(tasks) do
     local ok, report = t:wait()

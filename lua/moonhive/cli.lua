@@ -4,6 +4,7 @@
 
 local cjson = require "cjson"
 local runs = require "moonhive.runs"
+local trace = require "moonhive.trace"
 local workflows = require "moonhive.workflows"
 
 local _M = {}
@@ -107,6 +108,23 @@ function _M.runs(args)
     return ("signal '%s' sent to run %s\n"):format(words[3], id)
   end
   return nil, ("unknown subcommand '%s' (list, show, resume, cancel or signal)"):format(sub)
+end
+
+-- `moonhive trace ID [--json] [--verbose]`
+function _M.trace(args)
+  local id, json_out, verbose
+  for _, a in ipairs(args) do
+    if a == "--json" then json_out = true
+    elseif a == "--verbose" or a == "-v" then verbose = true
+    elseif a:sub(1, 1) == "-" then return nil, ("unknown option '%s' (see moonhive trace --help)"):format(a)
+    elseif id then return nil, "trace takes one run id (see moonhive trace --help)"
+    else id = a end
+  end
+  if not id then return nil, "trace needs a run id (see moonhive runs)" end
+  local tree, err = trace.build(id, verbose)
+  if not tree then return nil, err end
+  if json_out then return trace.json(tree) .. "\n" end
+  return trace.render(tree, verbose)
 end
 
 return _M

@@ -1,7 +1,10 @@
 -- moonhive.db — the host's SQLite database ($MOONHIVE_DATA/moonhive.db),
 -- opened once per process, with its schema migrated by PRAGMA user_version.
 -- Every runtime module that persists something (cache, runs, memory) takes
--- its connection from here.
+-- its connection from here. Writes are group-committed: those of one loop
+-- turn share one transaction, committed at the turn's end (db:group_commit,
+-- host/store_group.c); a write returns before it is durable, and a caller
+-- that must know it is durable waits with db:committed().
 
 local host = require "host"
 local store = require "store"
@@ -90,7 +93,17 @@ local migrations = {
   -- 5: hot reload: the version (SHA-256) of the agent file each journaled
   -- wf:call ran; its text is in workflow_versions
   [[ALTER TABLE journal ADD COLUMN version TEXT]],
-  -- 6: the service's API keys (only a SHA-256 of each key) and its audit log
+  -- 6: tracing (moonhive trace): the run that started a run and, for the
+  -- agent run of a workflow step, that step's id; when a journaled step started
+  [[ALTER TABLE runs ADD COLUMN parent_run TEXT;
+    ALTER TABLE runs ADD COLUMN parent_step TEXT;
+    CREATE INDEX runs_parent ON runs(parent_run);
+    ALTER TABLE journal ADD COLUMN started_at REAL]],
+  -- 7: a workflow run's lease (moonhive.store.sqlite): which process
+  -- executes it, until when
+  [[ALTER TABLE runs ADD COLUMN lease_owner TEXT;
+    ALTER TABLE runs ADD COLUMN lease_until REAL]],
+  -- 8: the service's API keys (only a SHA-256 of each key) and its audit log
   [[CREATE TABLE api_keys (
       id TEXT PRIMARY KEY,
       hash TEXT NOT NULL,
@@ -130,6 +143,7 @@ function _M.get()
       t:user_version(i)
     end
   end)
+  if ok then ok, e = d:group_commit() end
   if not ok then
     d:close()
     failure = "cannot prepare the database: " .. tostring(e)

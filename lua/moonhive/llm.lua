@@ -126,14 +126,15 @@ local function record(caller, req, pname, model, started, res, err)
   if not (caller and caller.run_id) then return end
   local data = { model = pname and (pname .. "/" .. tostring(model)) or req.model,
                  ms = math.floor(time.monotonic() - started) }
+  if type(req.messages) == "table" then data.system, data.messages, data.omitted = runs.prompt(req) end
   if res then
     data.usage, data.cost, data.finish_reason, data.cached = res.usage, res.cost, res.finish_reason, res.cached
     data.tool_calls = res.tool_calls and #res.tool_calls or nil
   else
     data.error = err
   end
-  runs.record(caller.run_id, res and "model_call" or "model_error", type(req.agent) == "string" and req.agent or nil,
-              data)
+  local agent = type(req.agent) == "string" and req.agent or nil
+  runs.record(runs.target(caller, agent), res and "model_call" or "model_error", agent, data)
 end
 
 function _M.chat(req, emit, caller)

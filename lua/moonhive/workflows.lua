@@ -8,35 +8,58 @@
 -- Values named input, output, result, memory and payload are JSON text (the
 -- engine encodes and decodes them with stdlib json, which is exact).
 --
---   begin{workflow=, path=, source=, input=} -> {id=, version=, started_at=}
---       stores the source by its SHA-256 and creates the run; C binds the
---       calling script to it (as runs.start does)
---   unfinished{id=} -> {runs = {{id=, workflow=, path=, source=, version=}, ...}}
+--   begin{workflow=, path=, source=, input=, queue=} -> {id=, version=, started_at=, status=}
+--       stores the source by its SHA-256 and creates the run, leased to this
+--       process (moonhive.lease); C binds the calling script to it (as
+--       runs.start does). queue = true: the run is only enqueued (status
+--       pending, no lease) for a `runs resume` or a service to claim
+--   unfinished{id=, token=} -> {runs = {{id=, workflow=, path=, source=, version=}, ...}, busy = {message, ...}}
 --       what `moonhive runs resume [ID]` runs again, with the source each
---       run started with
---   attach{id=} -> {id=, workflow=, input=, status=, started_at=, journal = {[step] = entry},
---                   agents = {NAME = {hash=, path=, source=}}}
---       binds the calling script to an unfinished run (C) and hands it the
---       journal, and the version of each agent its wf:calls ran (the last one)
---   step{step=, kind=, name=, args=, status=, result=, error=, memory=, attempts=,
---        version=, path=, source=} -> {status=}
+--       run started with, each now leased to this process: run ID (an
+--       error when another live process holds it), or every unfinished run
+--       whose lease it could take (busy: why the others were left alone)
+--   attach{id=, token=} -> {id=, workflow=, input=, status=, started_at=, journal = {[step] = entry},
+--                           agents = {NAME = {hash=, path=, source=}}}
+--       binds the calling script to an unfinished run this process holds
+--       the lease of (C) and hands it the journal, and the version of each
+--       agent its wf:calls ran (the last one)
+-- unfinished and attach take runs over, so they need a token from grant(),
+-- which only C can call (it is no bridge entry): `moonhive runs resume`
+-- gets one and hands it to the engine's resume_main as an argument, where
+-- workflow code (same sandbox, no debug library) cannot reach it.
+--   step{step=, kind=, name=, args=, status=, result=, error=, memory=, attempts=, started_at=,
+--        version=, path=, source=} -> {status=, lost=}
 --       journals a step of the caller's run (durable before it returns)
 --       and answers the run's status, so the engine notices a cancellation;
+--       closes the agent runs of a wf:call step's attempts (moonhive.runs);
 --       version is the SHA-256 of the agent file a wf:call ran, whose text
 --       (source, from path) comes with the first step that used it and is
 --       stored with the versions
 --   status{status=, output=, error=} -> {status=}
---   poll{} -> {status=}
---   take_signal{name=, step=, memory=} -> {found=, payload=, status=}
+--   watch{} -> {status=, lost=}
+--       waits until the caller's run is cancelled, taken over by another
+--       process (lost: why), or finished; one query every 250 ms looks at
+--       every watched run of the process, and renews its leases when due
+--   take_signal{name=, step=, memory=} -> {found=, payload=, status=, lost=}
+-- Each answer with a status also renews the run's lease when due; lost
+-- says why the run must stop (another process took it over).
+-- The writes of step, status and take_signal are fenced by the lease: after
+-- another process took the run over they fail and write nothing.
+-- shutdown() (the host closing) releases this process's leases.
 
 local cjson = require "cjson"
 local crypto = require "crypto"
 local stores = require "moonhive.store"
+local runs = require "moonhive.runs"
+local lease = require "moonhive.lease"
 
 local _M = {}
 
 local UNFINISHED = { pending = true, running = true, waiting = true }
+local grants = {} -- tokens of the `runs resume` commands of this process
+local stored = {} -- workflow versions this process has stored
 local SETTABLE = { running = true, waiting = true, succeeded = true, failed = true }
+local TERMINAL = { succeeded = true, failed = true }
 
 local function backend(what)
   local s, err = stores.backend()
@@ -55,29 +78,74 @@ function _M.begin(req)
   if not s then return nil, err end
   if type(req.workflow) ~= "string" or req.workflow == "" then return nil, "workflow: 'workflow' must be a name" end
   if type(req.source) ~= "string" then return nil, "workflow: 'source' must be the workflow file's text" end
+  local ms, lerr = lease.duration()
+  if not ms then return nil, lerr end
   local version = crypto.sha256(req.source)
-  local ok, e = s.versions.put(version, req.path, req.source)
+  local ok, e = stored[version] or s.versions.put(version, req.path, req.source)
   if not ok then return nil, "workflow: cannot store its version: " .. e end
+  stored[version] = true
   local id
-  id, e = s.runs.create{ kind = "workflow", name = req.workflow, version = version, input = req.input }
+  local status = req.queue and "pending" or "running"
+  id, e = s.runs.create{ kind = "workflow", name = req.workflow, version = version, input = req.input, status = status,
+                         owner = not req.queue and lease.owner() or nil, lease_ms = ms }
   if not id then return nil, "workflow: cannot create the run: " .. e end
-  return { id = id, version = version, started_at = time.now() }
+  if not req.queue then lease.adopt(id) end
+  return { id = id, version = version, started_at = time.now(), status = status }
 end
 
+-- Makes run (unfinished) this process's to execute: a pending one is
+-- claimed, a running or waiting one leased. The run, false when another
+-- process claimed it first, or nil and a message (who executes it).
+local function take(s, run)
+  if run.status == "pending" then
+    local ms, err = lease.duration()
+    if not ms then return nil, err end
+    local claimed, e = s.runs.claim{ kind = "workflow", id = run.id, owner = lease.owner(), lease_ms = ms }
+    if claimed then lease.adopt(run.id) end
+    return claimed, e
+  end
+  local ok, e = lease.take(s, run.id)
+  if not ok then return nil, e end
+  return run
+end
+
+-- A fresh token for the engine's resume path (called by C only).
+function _M.grant()
+  local token = crypto.random(16):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+  grants[token] = true
+  return token
+end
+
+local function granted(req)
+  return type(req.token) == "string" and grants[req.token] == true
+end
+local NOT_GRANTED = "workflow: only `moonhive runs resume` may take over an existing run"
+
 function _M.unfinished(req)
+  if not granted(req) then return nil, NOT_GRANTED end
   local s, err = backend("runs resume")
   if not s then return nil, err end
-  local list, e
+  local list, busy, e = {}, {}, nil
   if req.id then
     local run
     run, e = s.runs.get(req.id)
     if not run then return nil, e end
     if run.kind ~= "workflow" then return nil, ("run %s is an agent run, not a workflow run"):format(run.id) end
     if not UNFINISHED[run.status] then return nil, ("run %s is %s: nothing to resume"):format(run.id, run.status) end
-    list = { run }
+    local mine
+    mine, e = take(s, run)
+    if mine == false then e = ("run %s was claimed by another process"):format(run.id) end
+    if not mine then return nil, e end
+    list[1] = mine
   else
-    list, e = s.runs.unfinished{ kind = "workflow" }
-    if not list then return nil, e end
+    local all
+    all, e = s.runs.unfinished{ kind = "workflow" }
+    if not all then return nil, e end
+    for _, run in ipairs(all) do
+      local mine, why = take(s, run)
+      if mine then list[#list + 1] = mine
+      elseif mine == nil then busy[#busy + 1] = why end -- false: another process claimed it first
+    end
   end
   local out = {}
   for i, run in ipairs(list) do
@@ -85,10 +153,11 @@ function _M.unfinished(req)
     if not v then return nil, ("run %s: %s"):format(run.id, verr) end
     out[i] = { id = run.id, workflow = run.name, path = v.path, source = v.source, version = run.version }
   end
-  return { runs = out }
+  return { runs = out, busy = busy }
 end
 
 function _M.attach(req)
+  if not granted(req) then return nil, NOT_GRANTED end
   local s, err = backend("workflow")
   if not s then return nil, err end
   if type(req.id) ~= "string" then return nil, "workflow: attach needs a run id" end
@@ -96,6 +165,9 @@ function _M.attach(req)
   if not run then return nil, e end
   if run.kind ~= "workflow" or not UNFINISHED[run.status] then
     return nil, ("run %s is not an unfinished workflow run"):format(req.id)
+  end
+  if not lease.holds(run.id) then
+    return nil, ("run %s is not leased to this process (moonhive runs resume takes it)"):format(run.id)
   end
   local entries
   entries, e = s.journal.load(run.id)
@@ -109,16 +181,30 @@ function _M.attach(req)
     end
   end
   local ok
-  ok, e = s.runs.set(run.id, { status = "running" })
+  ok, e = s.runs.set(run.id, { status = "running" }, lease.owner())
   if not ok then return nil, e end
+  -- agent runs its steps had going when its last process stopped
+  runs.abandon(run.id, "interrupted: the process running its workflow stopped")
   return { id = run.id, workflow = run.name, input = run.input, status = e or "running", journal = journal,
            started_at = run.started_at, agents = agents }
 end
 
+-- The run's status for the engine; renews its lease when due (lost: why
+-- the run must stop, another process having taken it over).
 local function status_of(s, run_id)
-  local run, e = s.runs.get(run_id)
-  if not run then return nil, e end
-  return { status = run.status }
+  local status, e = s.runs.status(run_id)
+  if not status then return nil, e end
+  if status == "cancelled" then runs.close_all(run_id, "the workflow run was cancelled") end
+  local ok, lost = lease.renew(s, run_id)
+  return { status = status, lost = not ok and lost or nil }
+end
+
+-- A store write of run_id that failed: "lease lost" said in full.
+local function write_error(run_id, e)
+  if e == "lease lost" then
+    return ("workflow: run %s lost its lease: another process executes it now"):format(run_id)
+  end
+  return e
 end
 
 -- Stores the text of version `hash` (an agent file a step ran) once it is
@@ -139,43 +225,96 @@ function _M.step(req, _, caller)
   end
   local stored, serr = store_version(s, req.version, req.path, req.source)
   if not stored then return nil, serr end
-  local ok, e = s.journal.put(caller.run_id, {
+  -- the agent runs of a wf:call step's attempts end with it; their usage counts in the run's
+  local usage = req.kind == "call" and runs.close_step(caller.run_id, req.step, req.status, req.result, req.error,
+                                                        math.tointeger(req.attempts) or 1) or nil
+  local status, e = s.journal.put(caller.run_id, {
     step = req.step, kind = req.kind, name = req.name, args = req.args, status = req.status, result = req.result,
-    error = req.error, memory = req.memory, attempts = req.attempts, version = req.version })
-  if not ok then return nil, "workflow: cannot journal step " .. tostring(req.step) .. ": " .. e end
-  return status_of(s, caller.run_id)
+    error = req.error, memory = req.memory, attempts = req.attempts,
+    started_at = type(req.started_at) == "number" and req.started_at or nil, version = req.version },
+    lease.owner(), usage)
+  if not status then
+    if e ~= "lease lost" then e = "workflow: cannot journal step " .. tostring(req.step) .. ": " .. e end
+    return nil, write_error(caller.run_id, e)
+  end
+  local ok, lost = lease.renew(s, caller.run_id)
+  return { status = status, lost = not ok and lost or nil }
 end
 
 function _M.status(req, _, caller)
   local s, err = run_backend(caller)
   if not s then return nil, err end
   if not SETTABLE[req.status] then return nil, "workflow: cannot set status " .. tostring(req.status) end
-  local ok, now = s.runs.set(caller.run_id, { status = req.status, output = req.output, error = req.error })
-  if not ok then return nil, now end
+  local ok, now = s.runs.set(caller.run_id, { status = req.status, output = req.output, error = req.error },
+                             lease.owner())
+  if not ok then return nil, write_error(caller.run_id, now) end
+  if TERMINAL[req.status] then
+    lease.drop(caller.run_id)
+    runs.close_all(caller.run_id, "the workflow run ended: " .. req.status)
+  end
   return { status = now or req.status }
 end
 
-function _M.poll(_, _, caller)
+local WATCH_MS = 250
+local watched = {} -- run id -> its status as last seen, for the runs whose engine waits in watch
+local refreshed = -math.huge
+
+-- Looks at every watched run at once, at most every WATCH_MS, and renews
+-- this process's leases when due. Runs seen finished are no longer watched
+-- (the watch of one that ended normally was cancelled by its engine).
+local function refresh(s)
+  local now = time.monotonic()
+  if now - refreshed < WATCH_MS then return end
+  refreshed = now
+  local ids = {}
+  for id in pairs(watched) do ids[#ids + 1] = id end
+  local got = s.runs.statuses(ids)
+  for _, id in ipairs(ids) do
+    local st = got and got[id] or (got and "gone") or watched[id]
+    watched[id] = UNFINISHED[st] and st or nil
+    if st == "cancelled" then runs.close_all(id, "the workflow run was cancelled") end
+  end
+  lease.renew_all(s)
+end
+
+function _M.watch(_, _, caller)
   local s, err = run_backend(caller)
   if not s then return nil, err end
-  return status_of(s, caller.run_id)
+  local id = caller.run_id
+  watched[id] = "running"
+  while true do
+    sleep(WATCH_MS)
+    refresh(s)
+    local lost = lease.lost(id)
+    if lost or not watched[id] then
+      watched[id] = nil
+      local status = s.runs.status(id)
+      return { status = status, lost = lost }
+    end
+  end
 end
 
 function _M.take_signal(req, _, caller)
   local s, err = run_backend(caller)
   if not s then return nil, err end
   local payload, found = s.signals.take(caller.run_id, req.name, {
-    step = req.step, kind = "signal", name = req.name, status = "ok", memory = req.memory })
-  if found == nil then return nil, payload end
+    step = req.step, kind = "signal", name = req.name, status = "ok", memory = req.memory }, lease.owner())
+  if found ~= true and found ~= false then return nil, write_error(caller.run_id, tostring(found)) end
   local st, e = status_of(s, caller.run_id)
   if not st then return nil, e end
   st.found, st.payload = found, payload
   return st
 end
 
+-- Called once when the host closes: lets go of this process's leases.
+function _M.shutdown()
+  local s = stores.backend()
+  if s then lease.release_all(s) end
+end
+
 -- ---- for the CLI ----
 
--- Cancels an unfinished workflow run: its process notices within a poll.
+-- Cancels an unfinished workflow run: its process notices within a watch.
 function _M.cancel(id)
   local s, err = backend("runs cancel")
   if not s then return nil, err end

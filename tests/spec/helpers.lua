@@ -338,7 +338,7 @@ function H.start_mockllm()
 end
 
 -- Starts a program in the background (opts: env=, cwd= as H.exec, wait_ms=).
--- p.stdout() and p.stderr() so far, p.exited, p.kill(signal = "sigkill")
+-- p.pid, p.stdout() and p.stderr() so far, p.exited, p.kill(signal = "sigkill")
 -- (also p.signal(name)), p.wait([ms]) -> {code=, signal=, stdout=, stderr=,
 -- timed_out=} once it exits (killed with SIGKILL after ms, else wait_ms,
 -- default 30 s).
@@ -355,6 +355,7 @@ function H.spawn_program(path, args, opts)
     H.flush()
     error("cannot start " .. path .. ": " .. tostring(e))
   end
+  p.pid = e
   local open = 2
   local function reader(pipe, acc)
     pipe:read_start(function(_, chunk)
@@ -407,6 +408,34 @@ function H.curl(args, opts)
   local full = { "-sS" }
   for _, a in ipairs(args) do full[#full + 1] = a end
   return H.exec("/usr/bin/curl", full, opts)
+end
+
+-- The requests the mock LLM server received (its /_requests log, read
+-- through a moonhive eval): a list of {body = decoded request, ...}.
+function H.mock_requests(srv)
+  local body = H.ok(H.eval(("return assert(http.get(%q)).body"):format(srv.url("/_requests"))))
+  return require("cjson").decode(body)
+end
+
+-- A project folder for specs that run agents and workflows against the mock
+-- LLM server: agents/worker.lua (the source `worker`), its own data
+-- directory, the server. p.dir, p.llm (the server), p.env(extra) (the
+-- variables a moonhive run needs: model, key, base URL, data),
+-- p.moonhive(args, extra) (run in p.dir), p.stop().
+function H.mock_project(worker)
+  local p = { dir = H.tmpdir() }
+  uv.fs_mkdir(p.dir .. "/agents", 448)
+  H.write(p.dir .. "/agents/worker.lua", worker)
+  p.llm = H.start_mockllm()
+  function p.env(extra)
+    local e = { MOONHIVE_DATA = p.dir .. "/.moonhive", MOONHIVE_MODEL = "openai/x", OPENAI_API_KEY = "sk-test",
+                OPENAI_BASE_URL = p.llm.url("/v1"), ANTHROPIC_API_KEY = false }
+    for k, v in pairs(extra or {}) do e[k] = v end
+    return e
+  end
+  function p.moonhive(args, extra) return H.moonhive(args, { cwd = p.dir, env = p.env(extra) }) end
+  function p.stop() p.llm.stop() end
+  return p
 end
 
 -- Reads /stats from the test server through a moonhive eval (the specs do

@@ -4,16 +4,21 @@
 -- $MOONHIVE_DATA/moonhive.db (migrations 4 and 5 in db.lua), on the
 -- process's one connection.
 --
--- Durability (the fsync policy). The database is in WAL mode. Every journal
--- write is its own transaction, committed before journal.put returns.
+-- Durability (the fsync policy). The database is in WAL mode. Writes are
+-- group-committed (moonhive.db): all those of one loop turn — of every run
+-- in the process — share one transaction, committed at the turn's end.
+-- journal.put and signals.take wait for that commit: a journal entry is
+-- committed before they return, so before the engine counts the step.
 --   MOONHIVE_DURABILITY=normal (default): synchronous=NORMAL. A commit is in
 --     the operating system's hands when it returns: it survives the process
 --     being killed (SIGKILL, a crash, the OOM killer) at any instant, but a
 --     power loss or kernel panic may lose the last commits (never corrupt
 --     the file): steps would then run again on resume.
 --   MOONHIVE_DURABILITY=full: synchronous=FULL. The WAL is fsynced at every
---     commit: also power-loss safe, at the cost of one fsync per step.
+--     commit: also power-loss safe, at the cost of one fsync per commit
+--     (per loop turn, however many steps it journals).
 
+local cjson = require "cjson"
 local host = require "host"
 local database = require "moonhive.db"
 local runs = require "moonhive.runs"
@@ -24,6 +29,8 @@ local _M = { runs = {}, journal = {}, versions = {}, signals = {} }
 
 local TERMINAL = { succeeded = true, failed = true, cancelled = true }
 local UNFINISHED = "('pending', 'running', 'waiting')"
+local LOST = "lease lost"
+local positions = {} -- run id -> the last journal position written here (the lease holder is the only writer)
 
 local opened, failure
 
@@ -56,12 +63,37 @@ end
 function _M.runs.create(req)
   local d, err = db()
   if not d then return nil, err end
-  local id = new_id()
-  local ok, e = d:run([[INSERT INTO runs (id, agent, kind, version, status, input, started_at)
-                        VALUES (?, ?, ?, ?, 'running', ?, ?)]],
-                      id, req.name, req.kind or "workflow", req.version, req.input, time.now())
+  local status = req.status or "running"
+  if status ~= "running" and status ~= "pending" then return nil, "a new run is running or pending, not " .. status end
+  local id, now = new_id(), time.now()
+  local ok, e = d:run([[INSERT INTO runs (id, agent, kind, version, status, input, started_at, lease_owner, lease_until)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)]],
+                      id, req.name, req.kind or "workflow", req.version, status, req.input, now, req.owner,
+                      req.owner and now + (req.lease_ms or 0) / 1000 or nil)
   if not ok then return nil, e end
   return id
+end
+
+function _M.runs.claim(req)
+  local d, err = db()
+  if not d then return nil, err end
+  local ok, row = pcall(d.transaction, d, function(t)
+    local r
+    if req.id then
+      r = t:first("SELECT * FROM runs WHERE id = ? AND status = 'pending'", req.id)
+    else
+      r = t:first("SELECT * FROM runs WHERE kind = ? AND status = 'pending' ORDER BY started_at, rowid LIMIT 1",
+                  req.kind or "workflow")
+    end
+    if not r then return false end
+    r.status, r.started_at = "running", time.now()
+    local done, e = t:run("UPDATE runs SET status = 'running', started_at = ?, lease_owner = ?, lease_until = ? WHERE id = ?",
+                          r.started_at, req.owner, req.owner and r.started_at + (req.lease_ms or 0) / 1000 or nil, r.id)
+    if not done then error(e, 0) end
+    return r
+  end)
+  if not ok then return nil, tostring(row) end
+  return row and run_row(row)
 end
 
 function _M.runs.get(id)
@@ -72,19 +104,44 @@ function _M.runs.get(id)
   return run_row(row)
 end
 
-function _M.runs.set(id, fields)
+function _M.runs.status(id)
+  local d, err = db()
+  if not d then return nil, err end
+  local row, e = d:first("SELECT status FROM runs WHERE id = ?", id)
+  if not row then return nil, e or ("no run '%s'"):format(id) end
+  return row.status
+end
+
+function _M.runs.statuses(ids)
+  local d, err = db()
+  if not d then return nil, err end
+  local rows, e = d:query("SELECT id, status FROM runs WHERE id IN (SELECT value FROM json_each(?))",
+                          cjson.encode(ids))
+  if not rows then return nil, e end
+  local out = {}
+  for _, r in ipairs(rows) do out[r.id] = r.status end
+  return out
+end
+
+function _M.runs.set(id, fields, owner)
   local d, err = db()
   if not d then return nil, err end
   local finished = TERMINAL[fields.status] and time.now() or nil
+  local release = finished ~= nil and owner ~= nil
   local res, e = d:run([[UPDATE runs SET status = ?, output = coalesce(?, output), error = coalesce(?, error),
-                           finished_at = coalesce(?, finished_at)
-                         WHERE id = ? AND status <> 'cancelled']],
-                       fields.status, fields.output, fields.error, finished, id)
+                           finished_at = coalesce(?, finished_at),
+                           lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,
+                           lease_until = CASE WHEN ? THEN NULL ELSE lease_until END
+                         WHERE id = ? AND status IN ]] .. UNFINISHED .. [[ AND (? IS NULL OR lease_owner = ?)]],
+                       fields.status, fields.output, fields.error, finished, release, release, id, owner, owner)
   if not res then return nil, e end
+  if finished then positions[id] = nil end
   if res.changes == 0 then
     local row = d:first("SELECT status FROM runs WHERE id = ?", id)
     if not row then return nil, ("no run '%s'"):format(id) end
-    return true, row.status
+    if row.status == "cancelled" then return true, row.status end
+    if TERMINAL[row.status] then return nil, ("run %s is already %s"):format(id, row.status) end
+    return nil, LOST
   end
   return true
 end
@@ -99,49 +156,102 @@ function _M.runs.unfinished(req)
   return rows
 end
 
--- ---- journal ----
+-- ---- leases ----
 
-local function put(d, run_id, en)
-  local prev = d:first("SELECT status FROM journal WHERE run_id = ? AND step = ?", run_id, en.step)
-  if prev and prev.status ~= "started" then
-    error(("step %s of run %s is already journaled"):format(en.step, run_id), 0)
-  end
-  local pos = 1
-  if prev then
-    pos = nil
-  else
-    local row = d:first("SELECT max(pos) AS n FROM journal WHERE run_id = ?", run_id)
-    pos = (row and row.n or 0) + 1
-  end
-  local ok, e
-  if prev then
-    ok, e = d:run([[UPDATE journal SET kind = ?, name = ?, args = ?, status = ?, result = ?, error = ?, memory = ?,
-                      attempts = ?, at = ?, version = ? WHERE run_id = ? AND step = ?]],
-                  en.kind, en.name, en.args, en.status, en.result, en.error, en.memory,
-                  en.attempts or 1, time.now(), en.version, run_id, en.step)
-  else
-    ok, e = d:run([[INSERT INTO journal (run_id, step, pos, kind, name, args, status, result, error, memory,
-                                         attempts, at, version)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]],
-                  run_id, en.step, pos, en.kind, en.name, en.args, en.status, en.result, en.error,
-                  en.memory, en.attempts or 1, time.now(), en.version)
-  end
-  if not ok then error(e, 0) end
+function _M.runs.lease(id, owner, ms, opts)
+  local d, err = db()
+  if not d then return nil, err end
+  local now, renew = time.now(), opts and opts.renew or false
+  local res, e = d:run([[UPDATE runs SET lease_owner = ?, lease_until = ?
+                         WHERE id = ? AND status IN ]] .. UNFINISHED .. [[ AND (lease_owner = ? OR NOT ? AND
+                           (lease_owner IS NULL OR lease_until < ? OR lease_owner = ?))]],
+                       owner, now + ms / 1000, id, owner, renew, now, opts and opts.gone)
+  if not res then return nil, e end
+  if res.changes == 1 then return true end
+  local row = d:first("SELECT lease_owner, lease_until FROM runs WHERE id = ?", id)
+  if not row then return nil, ("no run '%s'"):format(id) end
+  return false, { owner = row.lease_owner, expires = row.lease_until }
+end
+
+function _M.runs.renew(owner, ms)
+  local d, err = db()
+  if not d then return nil, err end
+  local rows, e = d:query("UPDATE runs SET lease_until = ? WHERE lease_owner = ? AND status IN " .. UNFINISHED
+                          .. " RETURNING id", time.now() + ms / 1000, owner)
+  if not rows then return nil, e end
+  local out = {}
+  for _, r in ipairs(rows) do out[r.id] = true end
+  return out
+end
+
+function _M.runs.release(id, owner)
+  local d, err = db()
+  if not d then return nil, err end
+  local ok, e = d:run("UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
+                      id, owner)
+  if not ok then return nil, e end
   return true
 end
 
-function _M.journal.put(run_id, entry)
+-- Raises LOST (inside a transaction) unless owner holds run_id's lease.
+local function fence(t, run_id, owner)
+  if owner == nil then return end
+  local row = t:first("SELECT lease_owner FROM runs WHERE id = ?", run_id)
+  if not row or row.lease_owner ~= owner then error(LOST, 0) end
+end
+
+-- ---- journal ----
+
+-- Writes entry, or the outcome of the step's "started" entry (which keeps
+-- its position, and its time as started_at when the outcome has none).
+local function put(d, run_id, en)
+  local pos = positions[run_id]
+  if not pos then
+    local row = d:first("SELECT max(pos) AS n FROM journal WHERE run_id = ?", run_id)
+    pos = row and row.n or 0
+  end
+  pos = pos + 1
+  local res, e = d:run([[INSERT INTO journal (run_id, step, pos, kind, name, args, status, result, error, memory,
+                                              attempts, started_at, at, version)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                         ON CONFLICT (run_id, step) DO UPDATE SET kind = excluded.kind, name = excluded.name,
+                           args = excluded.args, status = excluded.status, result = excluded.result,
+                           error = excluded.error, memory = excluded.memory, attempts = excluded.attempts,
+                           started_at = coalesce(excluded.started_at, journal.started_at, journal.at),
+                           at = excluded.at, version = excluded.version
+                         WHERE journal.status = 'started']],
+                       run_id, en.step, pos, en.kind, en.name, en.args, en.status, en.result, en.error,
+                       en.memory, en.attempts or 1, en.started_at, time.now(), en.version)
+  if not res then error(e, 0) end
+  if res.changes == 0 then error(("step %s of run %s is already journaled"):format(en.step, run_id), 0) end
+  positions[run_id] = pos
+  return true
+end
+
+function _M.journal.put(run_id, entry, owner, usage)
   local d, err = db()
   if not d then return nil, err end
-  local ok, e = pcall(d.transaction, d, function(t) return put(t, run_id, entry) end)
-  if not ok then return nil, tostring(e) end
-  return true
+  usage = usage or {}
+  local ok, status = pcall(d.transaction, d, function(t)
+    -- the lease fence, the usage and the run's status in one statement
+    local row, e = t:first([[UPDATE runs SET tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost = cost + ?
+                             WHERE id = ? AND (? IS NULL OR lease_owner = ?) RETURNING status]],
+                           usage.tokens_in or 0, usage.tokens_out or 0, usage.cost or 0, run_id, owner, owner)
+    if not row then error(e or LOST, 0) end
+    put(t, run_id, entry)
+    return row.status
+  end)
+  if not ok then return nil, tostring(status) end
+  local done, e = d:committed()
+  if not done then return nil, e end
+  return status
 end
 
 function _M.journal.load(run_id)
   local d, err = db()
   if not d then return nil, err end
-  local rows, e = d:query([[SELECT step, kind, name, args, status, result, error, memory, attempts, at, version
+  local rows, e = d:query([[SELECT step, kind, name, args, status, result, error, memory, attempts,
+                                   coalesce(started_at, at) AS started_at, at, version
                             FROM journal WHERE run_id = ? ORDER BY pos]], run_id)
   if not rows then return nil, e end
   return rows
@@ -177,10 +287,11 @@ function _M.signals.send(run_id, name, payload)
   return res.last_id
 end
 
-function _M.signals.take(run_id, name, entry)
+function _M.signals.take(run_id, name, entry, owner)
   local d, err = db()
   if not d then return nil, err end
   local ok, found = pcall(d.transaction, d, function(t)
+    fence(t, run_id, owner)
     local sig = t:first([[SELECT id, payload FROM signals WHERE run_id = ? AND name = ? AND taken_at IS NULL
                           ORDER BY id LIMIT 1]], run_id, name)
     if not sig then return false end
@@ -192,6 +303,8 @@ function _M.signals.take(run_id, name, entry)
   end)
   if not ok then return nil, tostring(found) end
   if not found then return nil, false end
+  local done, e = d:committed()
+  if not done then return nil, e end
   return entry.result, true
 end
 
