@@ -337,6 +337,23 @@ static void request_finished(mh_conn *c) {
   else arm(c, c->s->limits.idle_timeout_ms);
 }
 
+/* Writes a, b and a CRLF (a head and its extra header lines, or a chunk's
+ * size line and its data), then body. Returns 0, or -1 when the connection
+ * is gone (closed here when memory runs out). */
+static int send_framed(mh_conn *c, const char *a, size_t alen, const char *b, size_t blen, const char *body,
+                       size_t bodylen) {
+  mh_membuf all = {0};
+  if (mh_membuf_append(&all, a, alen) != 0 || (blen && mh_membuf_append(&all, b, blen) != 0) ||
+      mh_membuf_append(&all, "\r\n", 2) != 0) {
+    mh_membuf_free(&all);
+    conn_close(c);
+    return -1;
+  }
+  int rc = conn_write(c, all.data, all.len, body, bodylen);
+  mh_membuf_free(&all);
+  return rc;
+}
+
 static int respond_with(mh_conn *c, int status, const char *headers, size_t hlen, const char *body,
                         size_t blen) {
   if (c->phase == PHASE_CLOSING) return -1;
@@ -344,16 +361,7 @@ static int respond_with(mh_conn *c, int status, const char *headers, size_t hlen
   snprintf(framing, sizeof framing, "Content-Length: %zu\r\n", blen);
   char head[512];
   int n = format_head(c, head, sizeof head, status, framing);
-  mh_membuf all = {0};
-  if (mh_membuf_append(&all, head, (size_t)n) != 0 || (hlen && mh_membuf_append(&all, headers, hlen) != 0) ||
-      mh_membuf_append(&all, "\r\n", 2) != 0) {
-    mh_membuf_free(&all);
-    conn_close(c);
-    return -1;
-  }
-  int rc = conn_write(c, all.data, all.len, body, c->is_head ? 0 : blen);
-  mh_membuf_free(&all);
-  return rc;
+  return send_framed(c, head, (size_t)n, headers, hlen, body, c->is_head ? 0 : blen);
 }
 
 int mh_conn_respond(mh_conn *c, int status, const char *headers, size_t hlen, const char *body, size_t blen) {
@@ -366,16 +374,7 @@ int mh_conn_stream_head(mh_conn *c, int status, const char *headers, size_t hlen
   if (c->phase == PHASE_CLOSING) return -1;
   char head[512];
   int n = format_head(c, head, sizeof head, status, "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n");
-  mh_membuf all = {0};
-  if (mh_membuf_append(&all, head, (size_t)n) != 0 || (hlen && mh_membuf_append(&all, headers, hlen) != 0) ||
-      mh_membuf_append(&all, "\r\n", 2) != 0) {
-    mh_membuf_free(&all);
-    conn_close(c);
-    return -1;
-  }
-  int rc = conn_write(c, all.data, all.len, NULL, 0);
-  mh_membuf_free(&all);
-  return rc;
+  return send_framed(c, head, (size_t)n, headers, hlen, NULL, 0);
 }
 
 long mh_conn_stream_chunk(mh_conn *c, const char *data, size_t len) {
@@ -383,16 +382,7 @@ long mh_conn_stream_chunk(mh_conn *c, const char *data, size_t len) {
   if (len == 0 || c->is_head) return (long)c->queued;
   char size[24];
   int n = snprintf(size, sizeof size, "%zx\r\n", len);
-  mh_membuf all = {0};
-  if (mh_membuf_append(&all, size, (size_t)n) != 0 || mh_membuf_append(&all, data, len) != 0 ||
-      mh_membuf_append(&all, "\r\n", 2) != 0) {
-    mh_membuf_free(&all);
-    conn_close(c);
-    return -1;
-  }
-  int rc = conn_write(c, all.data, all.len, NULL, 0);
-  mh_membuf_free(&all);
-  return rc == 0 ? (long)c->queued : -1;
+  return send_framed(c, size, (size_t)n, data, len, NULL, 0) == 0 ? (long)c->queued : -1;
 }
 
 void mh_conn_stream_end(mh_conn *c) {
