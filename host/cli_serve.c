@@ -112,6 +112,8 @@ int mh_cmd_serve(int argc, char **argv) {
     uv_close((uv_handle_t *)&st.term, NULL);
     uv_close((uv_handle_t *)&st.intr, NULL);
     uv_run(&loop, UV_RUN_NOWAIT);
+    signal(SIGTERM, SIG_IGN); /* already stopping: a second signal must not cut the teardown short */
+    signal(SIGINT, SIG_IGN);
   }
   mh_server_free(st.server);
   mh_host_close(&host);

@@ -89,7 +89,7 @@ void mh_host_close(mh_host *host) {
     mh_vm_free(host->runtime);
     host->runtime = NULL;
   }
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < MH_SECRET_COUNT; i++) {
     if (host->secrets[i]) explicit_bzero(host->secrets[i], strlen(host->secrets[i]));
     free(host->secrets[i]);
     host->secrets[i] = NULL;
