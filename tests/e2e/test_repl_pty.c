@@ -32,6 +32,8 @@
 #include <setjmp.h> /* cmocka needs stdarg, stddef, stdint and setjmp first */
 #include <cmocka.h>
 
+#include "e2e.h"
+
 #define TIMEOUT_MS 10000 /* generous: only bounds waiting */
 
 /* ---- a terminal session ---- */
@@ -50,26 +52,6 @@ typedef struct {
   char dir[PATH_MAX]; /* this test's MOONHIVE_DATA */
   term t;
 } fixture;
-
-static const char *moonhive_bin(void) {
-  const char *bin = getenv("MOONHIVE_BIN");
-  return bin && *bin ? bin : "./moonhive";
-}
-
-static long long now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* A fresh directory under $MOONHIVE_DATA (or the system's temp dir). */
-static void make_data_dir(char *dir, size_t size) {
-  const char *base = getenv("MOONHIVE_DATA");
-  if (base == NULL || *base == '\0') base = getenv("TMPDIR");
-  if (base == NULL || *base == '\0') base = "/tmp";
-  snprintf(dir, size, "%s/repl_pty.XXXXXX", base);
-  assert_non_null(mkdtemp(dir));
-}
 
 static void remove_data_dir(const char *dir) {
   char path[PATH_MAX + 32];
@@ -247,7 +229,7 @@ static int setup(void **state) {
   if (f == NULL) return -1;
   f->t.fd = -1;
   *state = f; /* teardown cleans up even when this fails */
-  make_data_dir(f->dir, sizeof f->dir);
+  make_data_dir(f->dir, sizeof f->dir, "repl_pty");
   term_start(&f->t, f->dir);
   if (!term_expect(&f->t, ":help for help") || !term_expect(&f->t, "\n> ")) /* banner, prompt */
     return -1;
@@ -693,7 +675,7 @@ static int setup_dir_only(void **state) {
   if (f == NULL) return -1;
   f->t.fd = -1;
   *state = f;
-  make_data_dir(f->dir, sizeof f->dir);
+  make_data_dir(f->dir, sizeof f->dir, "repl_pty");
   return 0;
 }
 

@@ -29,6 +29,8 @@
 #include <setjmp.h> /* cmocka needs stdarg, stddef, stdint and setjmp first */
 #include <cmocka.h>
 
+#include "e2e.h"
+
 #define TIMEOUT_MS 10000 /* generous: only bounds waiting */
 
 typedef struct server {
@@ -38,22 +40,9 @@ typedef struct server {
   char dir[PATH_MAX];
 } server;
 
-static const char *moonhive_bin(void) {
-  const char *bin = getenv("MOONHIVE_BIN");
-  return bin && *bin ? bin : "./moonhive";
-}
-
-static long long now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Starts `moonhive serve --port 0` with env ("NAME=VALUE", ..., NULL) set. */
 static void start(server *s, ...) {
-  const char *base = getenv("MOONHIVE_DATA");
-  snprintf(s->dir, sizeof s->dir, "%s/serve.XXXXXX", base && *base ? base : "/tmp");
-  assert_non_null(mkdtemp(s->dir));
+  make_data_dir(s->dir, sizeof s->dir, "serve");
   int out[2], err[2];
   assert_int_equal(pipe(out), 0);
   assert_int_equal(pipe(err), 0);
