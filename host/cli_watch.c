@@ -233,7 +233,7 @@ int mh_cli_run_watch(const char *file, int argc, char **argv, const mh_limits *l
                .script_dir = dir_copy ? strdup(dirname(dir_copy)) : NULL};
   free(dir_copy);
   char err[PATH_MAX + 256];
-  w.reg = mh_registry_open(&host, file, on_registry, &w, err, sizeof err);
+  w.reg = mh_registry_open(&host, file, 0, on_registry, &w, err, sizeof err);
   int code = 0;
   if (w.reg == NULL) {
     fprintf(stderr, "moonhive: %s\n", err);

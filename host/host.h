@@ -15,6 +15,7 @@
 
 struct mh_run;
 struct mh_http;
+struct mh_launcher;
 
 /* Secrets the host may hold (index into host->secrets): provider keys and
  * the service's JWT signing secret. */
@@ -37,6 +38,7 @@ typedef struct mh_host {
   struct mh_vm *runtime;              /* the trusted runtime state, created on first use */
   char *secrets[MH_SECRET_COUNT];     /* provider API keys, read once from the environment; never in Lua */
   char data_dir[PATH_MAX];            /* $MOONHIVE_DATA or ./.moonhive */
+  struct mh_launcher *launcher;       /* the service's runs (mod_launch.h), while `serve` runs */
   char project_dir[PATH_MAX];         /* $MOONHIVE_PROJECT or the working directory: agents/, tools/... */
 } mh_host;
 

@@ -6,7 +6,7 @@
  *                       -- MOONHIVE_LLM_CONCURRENCY, MOONHIVE_HTTP_ALLOW,
  *                       -- MOONHIVE_MOCK_SCRIPT, MOONHIVE_MOCK_LOG, MOONHIVE_STORE,
  *                       -- MOONHIVE_DURABILITY, MOONHIVE_LEASE_MS,
- *                       -- MOONHIVE_RATE_LIMIT, MOONHIVE_RATE_BURST), or nil
+ *                       -- MOONHIVE_RATE_LIMIT, MOONHIVE_RATE_BURST, MOONHIVE_SESSION_KEY), or nil
  *   host.has_key(name)  -- "openai" | "anthropic": is a key configured?
  *   host.data_dir()     -- the data directory
  *   host.version()      -- moonhive's version ("0.1.0")
@@ -36,7 +36,7 @@ static const char *const readable[] = {"MOONHIVE_MODEL", "OPENAI_BASE_URL", "ANT
                                        "MOONHIVE_LLM_CONCURRENCY", "MOONHIVE_HTTP_ALLOW",
                                        "MOONHIVE_MOCK_SCRIPT", "MOONHIVE_MOCK_LOG", "MOONHIVE_STORE",
                                        "MOONHIVE_DURABILITY", "MOONHIVE_LEASE_MS", "MOONHIVE_RATE_LIMIT",
-                                       "MOONHIVE_RATE_BURST", NULL};
+                                       "MOONHIVE_RATE_BURST", "MOONHIVE_SESSION_KEY", NULL};
 
 static int host_env(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);

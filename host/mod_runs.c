@@ -26,6 +26,7 @@ void mh_runs_bind_record(lua_State *L, int idx) {
     const char *id = lua_tolstring(L, -1, &len);
     if (len < sizeof run->record_id) memcpy(run->record_id, id, len + 1);
     run->record_step[0] = '\0';
+    if (run->on_record) run->on_record(run, run->on_record_ud);
   }
   lua_pop(L, 1);
 }

@@ -9,6 +9,7 @@
 #include "mod_host.h"
 #include "mod_http.h"
 #include "mod_jsonscan.h"
+#include "mod_launch.h"
 #include "mod_llm.h"
 #include "mod_log.h"
 #include "mod_memory.h"
@@ -44,6 +45,7 @@ static const struct { const char *name; lua_CFunction open; int trusted_only; } 
   {"cjson", luaopen_cjson, 1},   /* its buffers live outside the sandbox's cap */
   {"host", luaopen_mh_host, 1},
   {"jsonscan", luaopen_mh_jsonscan, 1},
+  {"launch", luaopen_mh_launch, 1},  /* the service starts runs */
   {"proc", luaopen_mh_proc, 1},    /* subprocesses: sandboxes get them only through a tool */
   {"store", luaopen_mh_store, 1},   /* SQLite: files and memory outside the sandbox */
   {"workspace", luaopen_mh_workspace, 1},   /* files under a run's directory: the `files` tool */

@@ -26,7 +26,7 @@
 #include "scheduler.h"
 #include "watch.h"
 
-#define MAX_ROOTS 3
+#define MAX_ROOTS 5 /* agents/, workflows/, the shipped ones, the extra file */
 #define CHECK_CPU_NS (5ull * 1000000000ull)        /* a file's top level gets at most this CPU... */
 #define CHECK_DEADLINE_NS (10ull * 1000000000ull)  /* ...and this long */
 
@@ -34,6 +34,7 @@ typedef struct root {
   char dir[PATH_MAX];  /* the folder's real path */
   const char *kind;    /* what its files must return: "agent", "workflow" or "any" */
   char only[256];      /* "": every NAME.lua in it; else only this file */
+  int shipped;         /* a folder shipped with moonhive */
 } root;
 
 typedef struct check {  /* one file being loaded in a sandbox of its own */
@@ -57,6 +58,7 @@ struct mh_registry {
   int nroots;
   check *checks;
   int initial_pending, ready, opening;
+  unsigned long generation;
   char cwd[PATH_MAX];
   char file_real[PATH_MAX], file_display[PATH_MAX];
 };
@@ -210,6 +212,7 @@ static int rt_run(rt_call *c) {
 }
 
 static void notify(mh_registry *reg, mh_reg_event ev, const char *path) {
+  if (ev == MH_REG_LOADED || ev == MH_REG_REMOVED) reg->generation++;
   if (!reg->opening && reg->fn) reg->fn(reg, ev, path, reg->ud);
 }
 
@@ -240,8 +243,18 @@ static void initial_done(mh_registry *reg, check *c) {
 
 /* A check has ended: kind is what the file returned, or error says why it
  * did not load. Updates the entry, reports, frees c. */
+/* Is path in a folder shipped with moonhive? */
+static int shipped_path(const mh_registry *reg, const char *path) {
+  for (int i = 0; i < reg->nroots; i++) {
+    size_t n = strlen(reg->roots[i].dir);
+    if (reg->roots[i].shipped && strncmp(path, reg->roots[i].dir, n) == 0 && path[n] == '/') return 1;
+  }
+  return 0;
+}
+
 static void settle(check *c, const char *kind, const char *title, const char *description, const char *error) {
   mh_registry *reg = c->reg;
+  const char *shipped = shipped_path(reg, c->path) ? "yes" : NULL;
   unlink_check(reg, c);
   if (c->again) { /* counts only if the file still holds what was checked */
     size_t len;
@@ -268,7 +281,8 @@ static void settle(check *c, const char *kind, const char *title, const char *de
     rt_call call = {.reg = reg, .fn = "loaded", .source = c->source, .len = c->len,
                     .listed = strcmp(c->kind, "any") != 0,
                     .fields = {{"path", c->path}, {"display", display}, {"kind", kind}, {"name", name},
-                               {"title", title}, {"description", description}, {"hash", c->hash}}};
+                               {"title", title}, {"description", description}, {"hash", c->hash},
+                               {"shipped", shipped}}};
     if (rt_run(&call) == 0) {
       if (reg->ready)
         fprintf(stderr, "[reload] %s: version %.12s loaded%s%.12s%s\n", display, c->hash,
@@ -279,7 +293,7 @@ static void settle(check *c, const char *kind, const char *title, const char *de
     const char *want = strcmp(c->kind, "any") == 0 ? NULL : c->kind;
     rt_call call = {.reg = reg, .fn = "failed", .listed = want != NULL,
                     .fields = {{"path", c->path}, {"display", display}, {"kind", want}, {"name", name},
-                               {"hash", c->hash}, {"error", error}}};
+                               {"hash", c->hash}, {"error", error}, {"shipped", shipped}}};
     rt_run(&call);
     if (call.result[0]) fprintf(stderr, "[reload] %s (keeping version %.12s)\n", error, call.result);
     else fprintf(stderr, "[reload] %s (no version loaded)\n", error);
@@ -489,7 +503,7 @@ static int is_dir(const char *path) {
 }
 
 /* Adds root dir (resolved) unless it is one already; 1 if added. */
-static int add_root(mh_registry *reg, const char *dir, const char *kind, const char *only) {
+static int add_root(mh_registry *reg, const char *dir, const char *kind, const char *only, int shipped) {
   char real[PATH_MAX];
   if (reg->nroots == MAX_ROOTS || realpath(dir, real) == NULL || !is_dir(real)) return 0;
   for (int i = 0; i < reg->nroots; i++)
@@ -498,10 +512,11 @@ static int add_root(mh_registry *reg, const char *dir, const char *kind, const c
   snprintf(r->dir, sizeof r->dir, "%s", real);
   r->kind = kind;
   snprintf(r->only, sizeof r->only, "%s", only ? only : "");
+  r->shipped = shipped;
   return 1;
 }
 
-mh_registry *mh_registry_open(mh_host *host, const char *file, mh_registry_fn fn, void *ud, char *err,
+mh_registry *mh_registry_open(mh_host *host, const char *file, int flags, mh_registry_fn fn, void *ud, char *err,
                               size_t errlen) {
   mh_registry *reg = calloc(1, sizeof *reg);
   if (reg == NULL) {
@@ -514,9 +529,17 @@ mh_registry *mh_registry_open(mh_host *host, const char *file, mh_registry_fn fn
   if (getcwd(reg->cwd, sizeof reg->cwd) == NULL) reg->cwd[0] = '\0';
   char dir[PATH_MAX + 16];
   snprintf(dir, sizeof dir, "%s/agents", host->project_dir);
-  add_root(reg, dir, "agent", NULL);
+  add_root(reg, dir, "agent", NULL, 0);
   snprintf(dir, sizeof dir, "%s/workflows", host->project_dir);
-  add_root(reg, dir, "workflow", NULL);
+  add_root(reg, dir, "workflow", NULL, 0);
+  if (flags & MH_REG_SHIPPED) {
+    char shipped[PATH_MAX] = "";
+    mh_find_shipped_dir("agents", "MOONHIVE_ROLES", shipped, sizeof shipped);
+    if (shipped[0]) add_root(reg, shipped, "agent", NULL, 1);
+    shipped[0] = '\0';
+    mh_find_shipped_dir("workflows", "MOONHIVE_WORKFLOWS", shipped, sizeof shipped);
+    if (shipped[0]) add_root(reg, shipped, "workflow", NULL, 1);
+  }
   if (file) {
     char copy[PATH_MAX], base[PATH_MAX], real[PATH_MAX];
     snprintf(copy, sizeof copy, "%s", file);
@@ -531,7 +554,7 @@ mh_registry *mh_registry_open(mh_host *host, const char *file, mh_registry_fn fn
       return NULL;
     }
     snprintf(reg->file_display, sizeof reg->file_display, "%s", file);
-    add_root(reg, real, "any", base); /* unless agents/ or workflows/ holds it */
+    add_root(reg, real, "any", base, 0); /* unless agents/ or workflows/ holds it */
   }
   if (reg->nroots == 0) {
     snprintf(err, errlen, "nothing to watch: no agents/ or workflows/ folder in %s", host->project_dir);
@@ -544,7 +567,7 @@ mh_registry *mh_registry_open(mh_host *host, const char *file, mh_registry_fn fn
     free(reg);
     return NULL;
   }
-  for (int i = 0; i < reg->nroots; i++) {
+  for (int i = 0; i < reg->nroots && !(flags & MH_REG_ONCE); i++) {
     if (mh_watch_dir(reg->watch, reg->roots[i].dir, err, errlen) != 0) {
       mh_watch_close(reg->watch);
       free(reg);
@@ -574,6 +597,10 @@ int mh_registry_ready(const mh_registry *reg) {
 
 int mh_registry_polling(const mh_registry *reg) {
   return mh_watch_polling(reg->watch);
+}
+
+unsigned long mh_registry_generation(const mh_registry *reg) {
+  return reg->generation;
 }
 
 const char *mh_registry_file(const mh_registry *reg) {

@@ -32,11 +32,18 @@ typedef enum {
  * start runs and pin versions, but must not close the registry. */
 typedef void (*mh_registry_fn)(mh_registry *reg, mh_reg_event ev, const char *path, void *ud);
 
+/* Flags of mh_registry_open. */
+enum {
+  MH_REG_SHIPPED = 1, /* also the agents/ and workflows/ shipped with moonhive (entries marked
+                       * shipped); a project file of the same name comes first */
+  MH_REG_ONCE = 2     /* load every file once, do not watch for changes */
+};
+
 /* Opens the registry of host's project folder and starts loading every file;
  * file (may be NULL) is one more file to keep, shown as given. Events reach
  * fn from the loop, never during this call: check mh_registry_ready after
  * it. NULL with err filled when nothing can be watched. */
-mh_registry *mh_registry_open(mh_host *host, const char *file, mh_registry_fn fn, void *ud, char *err,
+mh_registry *mh_registry_open(mh_host *host, const char *file, int flags, mh_registry_fn fn, void *ud, char *err,
                               size_t errlen);
 /* Stops watching and checking; checks in flight are cancelled. */
 void mh_registry_close(mh_registry *reg);
@@ -44,6 +51,9 @@ void mh_registry_close(mh_registry *reg);
 int mh_registry_ready(const mh_registry *reg);
 /* Is a folder polled (no file system events)? */
 int mh_registry_polling(const mh_registry *reg);
+/* Counts every change of the current versions (a file loaded or gone):
+ * sandboxes made for one value pin versions that a later value changed. */
+unsigned long mh_registry_generation(const mh_registry *reg);
 /* The real path of the extra file ("" when there is none). */
 const char *mh_registry_file(const mh_registry *reg);
 

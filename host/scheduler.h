@@ -87,6 +87,8 @@ struct mh_run {
   char record_step[24];        /* the workflow step attempt ("3.2.1#2") whose agent run records its model
                                 * and tool calls ("" if none); tasks inherit it */
   double record_step_at;       /* when that attempt began (seconds since the epoch) */
+  void (*on_record)(mh_run *run, void *ud); /* told once the run binds its record (mod_runs.c); not inherited */
+  void *on_record_ud;
 };
 
 /* Adds a model call's usage to a run and every ancestor; returns the budget

@@ -195,11 +195,23 @@ local function check_live(self)
   if self.status == "cancelled" then fatal(self, "workflow run cancelled") end
 end
 
+local INTERRUPTED = "interrupted: the service is shutting down; the run resumes at its next start"
+
+-- The host is shutting down (a status answer said draining): the run stops
+-- here, at a journaled point, and stays unfinished.
+local function check_drain(self)
+  if self.draining then
+    self.interrupted = true
+    fatal(self, INTERRUPTED)
+  end
+end
+
 local function journal(self, entry)
   local res, err = workflows.step(entry)
   if not res then fatal(self, err) end
   if res.lost then fatal(self, res.lost) end
   self.status = res.status
+  if res.draining then self.draining = true end
 end
 
 -- The next step id of the calling branch.
@@ -289,6 +301,7 @@ local function step(self, kind, name, args, opts, exec, meta)
   local id = next_id(self, kind)
   local en = journaled(self, id, kind, name, args)
   if en then return register(self, id, kind, name, opts, replay(self, id, en, kind, name, opts.label)) end
+  check_drain(self)
   emit(self, { kind = "step_start", step = id, step_kind = kind, name = name, label = opts.label })
   local started, started_at = time.monotonic(), time.now()
   local ok, result, attempts = attempt(self, id, kind, name, opts, exec)
@@ -489,7 +502,10 @@ function Run:sleep(ms)
   if not en then journal(self, { step = id, kind = "sleep", args = tostring(ms), status = "started", result = text }) end
   emit(self, { kind = "sleeping", step = id, ms = math.max(0, (wake - time.now()) * 1000) })
   local left = wake - time.now()
+  check_drain(self)
+  self.idle = (self.idle or 0) + 1 -- a drain may stop the run here: the sleep is journaled
   if left > 0 then sleep(left * 1000) end
+  self.idle = self.idle - 1
   journal(self, { step = id, kind = "sleep", args = tostring(ms), status = "ok", result = text,
                   memory = encode(self.memory) })
   self.executed = self.executed + 1
@@ -520,6 +536,10 @@ function Run:wait_signal(name, opts)
     if not res then fatal(self, err) end
     self.status = res.status
     check_live(self)
+    if res.draining and not res.found then
+      self.draining = true
+      check_drain(self)
+    end
     if res.found then
       workflows.status{ status = "running" }
       self.executed = self.executed + 1
@@ -607,7 +627,13 @@ local function execute(run)
   -- (the runtime looks at every run of the process at once, every 250 ms)
   local watcher = task.spawn(function()
     local res = workflows.watch{}
-    if res and res.lost then
+    if res and res.draining and not res.lost and res.status ~= "cancelled" then
+      run.draining = true -- the body stops at its next step, or now when it sleeps
+      if (run.idle or 0) > 0 then
+        run.interrupted, run.fatal = true, run.fatal or INTERRUPTED
+        body:cancel()
+      end
+    elseif res and res.lost then
       run.fatal = run.fatal or res.lost
       body:cancel()
     elseif res and res.status == "cancelled" then
@@ -641,7 +667,9 @@ local function execute(run)
     end
   end
   local msg = run.fatal or tostring(output)
-  if run.status == "cancelled" or msg == "workflow run cancelled" then
+  if run.interrupted then
+    report.status = "interrupted" -- left unfinished: resumed at the next start
+  elseif run.status == "cancelled" or msg == "workflow run cancelled" then
     report.status = "cancelled"
   else
     report.status = "failed"
@@ -774,6 +802,15 @@ local function resume_one(r, json_out, token)
                       not json_out and agentmod.progress() or nil, r.version, a.agents)
   emit(run, { kind = "resumed", run_id = run.id, journaled = n })
   return execute(run)
+end
+
+-- Resumes run `id` quietly and returns its report (the service's automatic
+-- resume; the run's events are in the store). token: as for resume_main.
+function M.resume(id, token)
+  local res, err = workflows.unfinished{ id = id, token = token }
+  if not res then error(err, 0) end
+  if #res.runs == 0 then error(("run %s: %s"):format(id, res.busy and res.busy[1] or "nothing to resume"), 0) end
+  return resume_one(res.runs[1], true, token)
 end
 
 -- Resumes run `id` (a unique prefix), or every unfinished run, each on the

@@ -18,6 +18,8 @@
 --                cleared by the next one that does; error_at: when
 --   listed       false for a file outside agents/ and workflows/ (the --watch
 --                file): found by path only, never by name
+--   shipped      true for the agents/ and workflows/ shipped with moonhive
+--                (`moonhive serve`): a project file of the same name comes first
 --
 -- Called by C (host/registry.c), each with one table:
 --   seen{path=, hash=} -> true when hash is not the text last seen at path
@@ -31,27 +33,31 @@
 -- For the service:
 --   get(kind, name) -> entry | nil               (the entry itself: do not change it)
 --   entry(path) -> entry | nil
---   list() -> {entry without its source, ...}     sorted by kind, then name
+--   list() -> {entry without its source, ...}     sorted by kind, then name; a
+--                                                shipped entry a project file overrides is left out
 
 local _M = {}
 
 local by_path = {}   -- real path -> entry
-local by_name = { agent = {}, workflow = {} }
+local by_name = { agent = {}, workflow = {} }      -- the project's files
+local shipped = { agent = {}, workflow = {} }      -- moonhive's own
 local seen = {}      -- real path -> hash of the text last read there
 
 local function index(e)
-  if e.listed and by_name[e.kind] then by_name[e.kind][e.name] = e end
+  local names = e.shipped and shipped or by_name
+  if e.listed and names[e.kind] then names[e.kind][e.name] = e end
 end
 
 local function unindex(e)
-  if e.listed and by_name[e.kind] and by_name[e.kind][e.name] == e then by_name[e.kind][e.name] = nil end
+  local names = e.shipped and shipped or by_name
+  if e.listed and names[e.kind] and names[e.kind][e.name] == e then names[e.kind][e.name] = nil end
 end
 
 local function entry_for(req)
   local e = by_path[req.path]
   if not e then
     e = { path = req.path, display = req.display or req.path, kind = req.kind, name = req.name,
-          listed = req.listed and true or false, versions = 0 }
+          listed = req.listed and true or false, shipped = req.shipped and true or false, versions = 0 }
     by_path[req.path] = e
   end
   return e
@@ -111,7 +117,8 @@ function _M.pins()
 end
 
 function _M.get(kind, name)
-  return by_name[kind] and by_name[kind][name]
+  if not by_name[kind] then return nil end
+  return by_name[kind][name] or shipped[kind][name]
 end
 
 function _M.entry(path)
@@ -121,9 +128,11 @@ end
 function _M.list()
   local out = {}
   for _, e in pairs(by_path) do
+    if e.shipped and e.listed and by_name[e.kind][e.name] then goto continue end -- a project file overrides it
     local copy = {}
     for k, v in pairs(e) do if k ~= "source" then copy[k] = v end end
     out[#out + 1] = copy
+    ::continue::
   end
   table.sort(out, function(a, b)
     if a.kind ~= b.kind then return tostring(a.kind) < tostring(b.kind) end

@@ -195,12 +195,27 @@ function _M.finish(req, _, caller)
   end
   local db, err = database.get()
   if not db then return nil, "runs.finish: " .. err end
-  local ok, e = db:run("UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ? WHERE id = ?",
+  -- a run cancelled meanwhile (POST /v1/runs/{id}/cancel) stays cancelled
+  local ok, e = db:run("UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ? WHERE id = ? AND status <> 'cancelled'",
                        req.status, encode(req.output), req.error and tostring(req.error) or nil, time.now(),
                        caller.run_id)
   if not ok then return nil, "runs.finish: " .. e end
   seqs[caller.run_id], ancestors[caller.run_id] = nil, nil
   return {}
+end
+
+-- Ends agent run id, still recorded as running, whose script stopped
+-- without finishing it (cancelled, or a limit broke): status failed, or
+-- cancelled when msg says so. true | nil, message.
+function _M.interrupt(id, msg)
+  local db, err = database.get()
+  if not db then return nil, err end
+  local status = tostring(msg):find("cancelled", 1, true) and "cancelled" or "failed"
+  local ok, e = db:run("UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status = 'running'",
+                       status, tostring(msg), time.now(), id)
+  if not ok then return nil, e end
+  seqs[id], ancestors[id] = nil, nil
+  return true
 end
 
 -- Fails the children of run parent that are still running: the process

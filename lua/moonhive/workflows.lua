@@ -36,13 +36,15 @@
 --       (source, from path) comes with the first step that used it and is
 --       stored with the versions
 --   status{status=, output=, error=} -> {status=}
---   watch{} -> {status=, lost=}
+--   watch{} -> {status=, lost=, draining=}
 --       waits until the caller's run is cancelled, taken over by another
 --       process (lost: why), or finished; one query every 250 ms looks at
 --       every watched run of the process, and renews its leases when due
 --   take_signal{name=, step=, memory=} -> {found=, payload=, status=, lost=}
 -- Each answer with a status also renews the run's lease when due; lost
--- says why the run must stop (another process took it over).
+-- says why the run must stop (another process took it over); draining,
+-- that the process is shutting down (drain()): the run stops at its next
+-- journaled point and stays unfinished.
 -- The writes of step, status and take_signal are fenced by the lease: after
 -- another process took the run over they fail and write nothing.
 -- shutdown() (the host closing) releases this process's leases.
@@ -191,12 +193,14 @@ end
 
 -- The run's status for the engine; renews its lease when due (lost: why
 -- the run must stop, another process having taken it over).
+local draining = false -- the process is shutting down: runs stop at their next journaled point
+
 local function status_of(s, run_id)
   local status, e = s.runs.status(run_id)
   if not status then return nil, e end
   if status == "cancelled" then runs.close_all(run_id, "the workflow run was cancelled") end
   local ok, lost = lease.renew(s, run_id)
-  return { status = status, lost = not ok and lost or nil }
+  return { status = status, lost = not ok and lost or nil, draining = draining or nil }
 end
 
 -- A store write of run_id that failed: "lease lost" said in full.
@@ -286,10 +290,10 @@ function _M.watch(_, _, caller)
     sleep(WATCH_MS)
     refresh(s)
     local lost = lease.lost(id)
-    if lost or not watched[id] then
+    if lost or not watched[id] or draining then
       watched[id] = nil
       local status = s.runs.status(id)
-      return { status = status, lost = lost }
+      return { status = status, lost = lost, draining = draining or nil }
     end
   end
 end
@@ -304,6 +308,13 @@ function _M.take_signal(req, _, caller)
   if not st then return nil, e end
   st.found, st.payload = found, payload
   return st
+end
+
+-- The service is shutting down: every workflow run of this process stops
+-- at its next journaled point (the engine hears it in the answers of step,
+-- take_signal and watch) and stays unfinished, for the next start to resume.
+function _M.drain()
+  draining = true
 end
 
 -- Called once when the host closes: lets go of this process's leases.

@@ -382,11 +382,15 @@ function H.spawn_program(path, args, opts)
   return p
 end
 
--- Starts `moonhive serve --port 0` (env: extra variables) and waits for its
--- address. Returns the process (H.spawn) with .port, .url(path) and
--- .stop() -> exit code after SIGTERM.
-function H.start_service(env)
-  local p = H.spawn({ "serve", "--port", "0" }, { env = env })
+-- Starts `moonhive serve --port 0` (env: extra variables; opts.cwd, opts.args:
+-- more arguments) and waits for its address. Returns the process (H.spawn)
+-- with .port, .url(path), .key (the session key it printed) and .stop() ->
+-- exit code after SIGTERM.
+function H.start_service(env, opts)
+  opts = opts or {}
+  local args = { "serve", "--port", "0" }
+  for _, a in ipairs(opts.args or {}) do args[#args + 1] = a end
+  local p = H.spawn(args, { env = env, cwd = opts.cwd })
   H.wait_until(function() return p.stdout():match("127%.0%.0%.1:(%d+)") or p.exited end, 15000)
   local port = tonumber(p.stdout():match("127%.0%.0%.1:(%d+)"))
   if not port then
@@ -395,6 +399,7 @@ function H.start_service(env)
     error("moonhive serve did not start: " .. p.stderr())
   end
   p.port = port
+  p.key = p.stdout():match("#key=(mh_session_%x+)")
   function p.url(path) return "http://127.0.0.1:" .. port .. (path or "") end
   function p.stop()
     p.kill("sigterm")

@@ -70,6 +70,7 @@ function _M.query(req)
 end
 
 require("moonhive.service.runs_api").register(_M)
+require("moonhive.service.agents_api").register(_M)
 
 local MUTATING = { GET = false, HEAD = false }
 

@@ -46,10 +46,29 @@ function _M.revoke(id)
   return true
 end
 
+local session_hash -- SHA-256 of this process's session key, when it has one
+
+-- A new session key for this process ("mh_session_<secret>", role admin):
+-- `moonhive serve` puts it in the dashboard's address on stdout. Only its
+-- hash is kept, in memory: it dies with the process. nil when
+-- MOONHIVE_SESSION_KEY=off.
+function _M.session()
+  if host.env("MOONHIVE_SESSION_KEY") == "off" then return nil end
+  local key = "mh_session_" .. hex(crypto.random(16))
+  session_hash = crypto.sha256(key)
+  return key
+end
+
 local touched = {} -- id -> when last_used_at was last written by this process
 
 -- The key's row when key is a live key; nil and why not otherwise.
 function _M.check(key)
+  if key:match("^mh_session_%x+$") then
+    if session_hash and crypto.equal(session_hash, crypto.sha256(key)) then
+      return { id = "session", role = "admin", name = "this process's session key" }
+    end
+    return nil, "unknown session key (it lasts as long as the process that printed it)"
+  end
   local id = key:match("^mh_(%x+)_%x+$")
   if not id then return nil, "not an API key" end
   local db, err = database.get()

@@ -10,6 +10,7 @@
 -- worker) can be followed here.
 
 local cjson = require "cjson"
+local launcher = require "moonhive.service.launcher"
 local runs = require "moonhive.runs"
 local workflows = require "moonhive.workflows"
 
@@ -33,6 +34,7 @@ function _M.register(svc)
   router:add("POST", "/v1/runs/{id}/cancel", function(_, _, p)
     local id, err = workflows.cancel(p.id)
     if not id then return refused(svc, err) end
+    launcher.cancel(id) -- a run of this process stops now; others notice the store
     return svc.json(200, { id = id, status = "cancelled" })
   end)
 
