@@ -21,11 +21,17 @@ PACKAGES=(
   clang libclang-rt-14-dev     # make fuzz (libFuzzer)
 )
 
+# Node.js for the test suites' real clients (tests/*/package.json): Debian's
+# nodejs and npm, unless a node and npm are already there (another source's
+# nodejs bundles npm, and Debian's npm package would conflict with it).
+NODE_PACKAGES=(nodejs npm)
+
 missing() {
   local out=()
   for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || out+=("$p")
   done
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then out+=("${NODE_PACKAGES[@]}"); fi
   echo "${out[@]:-}"
 }
 
@@ -60,6 +66,6 @@ install_packages() {
 case "${1:-install}" in
   install) install_packages ;;
   check-or-install) [ -z "$(missing)" ] || install_packages ;;
-  list) printf '%s\n' "${PACKAGES[@]}" ;;
+  list) printf '%s\n' "${PACKAGES[@]}" "${NODE_PACKAGES[@]}" ;;
   *) echo "usage: deps.sh install|check-or-install|list" >&2; exit 2 ;;
 esac

@@ -3,7 +3,9 @@
 #
 # Suites: C unit tests and C end-to-end tests (cmocka, TAP output) from
 # build/<mode>/tests/, then the busted specs (tests/spec, TAP output), which
-# drive the real binary. BUILD picks the build (release or sanitize).
+# drive the real binary, then the node suites (tests/*/package.json: the
+# openai client, the dashboard in Chromium). BUILD picks the build (release
+# or sanitize).
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build/release}
@@ -57,6 +59,32 @@ else
   failed=$((failed + 1))
   failures+=("busted is not installed (make deps)")
 fi
+
+# Node suites (tests/*/package.json): real clients (the openai npm package,
+# a headless browser) against the real binary. Their packages are installed
+# on first use from package-lock.json; each suite's `npm test` prints TAP.
+for pkg in tests/*/package.json; do
+  [ -f "$pkg" ] || continue
+  dir=$(dirname "$pkg")
+  name="node $(basename "$dir")"
+  if ! command -v npm >/dev/null 2>&1; then
+    failed=$((failed + 1))
+    failures+=("$name: npm is not installed (make deps)")
+    continue
+  fi
+  if [ ! -d "$dir/node_modules" ] && ! (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error > "$log/${name// /_}.npm" 2>&1); then
+    failed=$((failed + 1))
+    failures+=("$name: npm ci failed: $(tail -3 "$log/${name// /_}.npm" | tr '\n' ' ')")
+    continue
+  fi
+  (cd "$dir" && npm test --silent) > "$log/${name// /_}.tap" 2> "$log/${name// /_}.err"
+  rc=$?
+  count_tap "$log/${name// /_}.tap" "$name"
+  if [ $rc -ne 0 ] && ! grep -qE '^not ok ' "$log/${name// /_}.tap"; then
+    failed=$((failed + 1))
+    failures+=("$name exited with status $rc: $(tail -5 "$log/${name// /_}.err" | tr '\n' ' ')")
+  fi
+done
 
 if [ ${#failures[@]} -gt 0 ]; then
   echo
