@@ -40,7 +40,7 @@ TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps run test sanitize bench fuzz install clean test-build
+.PHONY: all deps run tour test sanitize bench fuzz install clean test-build
 
 all: deps-check moonhive
 
@@ -84,7 +84,13 @@ deps-check:
 
 test-build: deps-check $(BIN) $(UNIT_BIN) $(E2E_BIN) $(TOOL_BIN)
 
+# The service on the embedded defaults (SQLite in ./.moonhive, the offline
+# mock model unless a provider key is set), with the shipped agents and
+# workflows; it prints the dashboard's address. PORT=N picks another port.
 run: all
+	./moonhive serve --watch --port $(or $(PORT),8080)
+
+tour: all
 	./moonhive run examples/tour.lua
 
 test: test-build

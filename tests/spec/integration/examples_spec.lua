@@ -49,7 +49,7 @@ describe("examples", function()
     assert.matches("[shop_assistant] → unit_price", res.stderr, 1, true)
   end)
 
-  it("tour.lua (make run) walks through every section", function()
+  it("tour.lua (make tour) walks through every section", function()
     local out = H.ok(run_example("tour.lua"))
     assert.matches("io = nil, os.getenv = nil", out, 1, true)
     assert.matches("three 200 ms sleeps %-> abc", out)
