@@ -447,14 +447,40 @@ static const char *opt_string(lua_State *L, const char *field) {
   return s;
 }
 
-/* [-0, +1, -] on the sandbox: the stream function, its box kept in the registry */
-static void push_stream(lua_State *S, launch *l) {
-  stream_box *box = lua_newuserdatauv(S, sizeof *box, 0);
-  box->l = l;
-  lua_pushvalue(S, -1);
-  l->box_ref = luaL_ref(S, LUA_REGISTRYINDEX);
-  l->box = box;
-  lua_pushcclosure(S, stream_tokens, 1);
+typedef struct start_args {  /* what a run of the sandbox starts with */
+  launch *l;
+  int entry_ref, stream;
+  const char *kind, *input, *id, *token;
+} start_args;
+
+static void push_or_nil(lua_State *S, const char *s) {
+  if (s) lua_pushstring(S, s);
+  else lua_pushnil(S);
+}
+
+/* [-1, +6, m] lua_pcall target on the sandbox (whose memory cap may say no):
+ * the entry function and its arguments (kind, input, stream, id, token);
+ * the stream function's box is kept in the registry until the run ends. */
+static int push_start_protected(lua_State *S) {
+  start_args *a = lua_touserdata(S, 1);
+  lua_settop(S, 0);
+  lua_rawgeti(S, LUA_REGISTRYINDEX, a->entry_ref);
+  push_or_nil(S, a->kind);
+  push_or_nil(S, a->input);
+  if (a->stream) {
+    stream_box *box = lua_newuserdatauv(S, sizeof *box, 0);
+    box->l = NULL;
+    lua_pushvalue(S, -1);
+    a->l->box_ref = luaL_ref(S, LUA_REGISTRYINDEX);
+    a->l->box = box;
+    box->l = a->l;
+    lua_pushcclosure(S, stream_tokens, 1);
+  } else {
+    lua_pushnil(S);
+  }
+  push_or_nil(S, a->id);
+  push_or_nil(S, a->token);
+  return 6;
 }
 
 /* launch.start{...} [-1, +(1|2), v] */
@@ -490,29 +516,24 @@ static int launch_start(lua_State *L) {
   luaL_setmetatable(L, HANDLE_MT);
   if (l == NULL) return luaL_error(L, "launch.start: out of memory");
   lua_State *S = s->vm->L;
-  if (!lua_checkstack(S, 8)) {
-    free(l);
-    return luaL_error(L, "launch.start: out of memory");
-  }
   snprintf(l->kind, sizeof l->kind, "%s", kind);
   l->vm = s->vm;
   l->box_ref = LUA_NOREF;
-  lua_rawgeti(S, LUA_REGISTRYINDEX, s->entry_ref);
-  lua_pushstring(S, kind);
-  if (input) lua_pushstring(S, input);
-  else lua_pushnil(S);
-  if (stream) push_stream(S, l);
-  else lua_pushnil(S);
-  if (id) lua_pushstring(S, id);
-  else lua_pushnil(S);
-  if (token) lua_pushstring(S, token);
-  else lua_pushnil(S);
-  mh_run *run = mh_run_start(s->vm, 5, launch_done, l);
+  start_args a = {l, s->entry_ref, stream, kind, input, id, token};
+  int base = lua_gettop(S);
+  mh_run *run = NULL;
+  if (lua_checkstack(S, 8)) {
+    lua_pushcfunction(S, push_start_protected);
+    lua_pushlightuserdata(S, &a);
+    if (lua_pcall(S, 1, 6, 0) == LUA_OK) run = mh_run_start(s->vm, 5, launch_done, l); /* pops the six */
+  }
   if (run == NULL) {
+    lua_settop(S, base);
     if (l->box) luaL_unref(S, LUA_REGISTRYINDEX, l->box_ref);
     free(l);
     luaL_pushfail(L);
-    lua_pushstring(L, "cannot start the run (the sandbox's memory limit is reached)");
+    lua_pushfstring(L, "cannot start a run of %s: its sandbox's memory limit is reached (MOONHIVE_MEMORY_LIMIT)",
+                    display);
     return 2;
   }
   run->on_record = on_record;

@@ -131,6 +131,20 @@ describe("moonhive serve: agents and workflows", function()
     assert.equal(0, #H.mock_requests(p.llm)) -- nothing reached the model
   end)
 
+  it("a run that breaks its sandbox's memory limit fails alone; the next run of that sandbox succeeds", function()
+    H.write(p.dir .. "/agents/hog.lua", [[return agent{ name = "hog", run = function(self, input)
+      if input == "big" then local t = {} for i = 1, 5e6 do t[i] = i end end
+      return "fine"
+    end }]])
+    srv = H.start_service(p.env({ MOONHIVE_MEMORY_LIMIT = "16M" }), { cwd = p.dir })
+    local _, big = call(srv, srv.key, "POST", "/v1/agents/hog/runs?wait=true", '{"input":"big"}')
+    assert.equal("failed", big.status)
+    assert.matches("memory limit of 16 MiB exceeded", big.error, 1, true)
+    assert.equal("failed", (run_status(srv, srv.key, big.run_id)))
+    local _, small = call(srv, srv.key, "POST", "/v1/agents/hog/runs?wait=true", '{"input":"small"}')
+    assert.equal("fine", small.output)
+  end)
+
   it("cancels a running agent run", function()
     srv = H.start_service(p.env(), { cwd = p.dir })
     local _, started = call(srv, srv.key, "POST", "/v1/agents/worker/runs", '{"input":"[delay:20000][reply:late]"}')
