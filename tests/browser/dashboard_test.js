@@ -47,7 +47,7 @@ function tap(ok, name, details) {
   n += 1;
   if (!ok) failures += 1;
   console.log(`${ok ? 'ok' : 'not ok'} ${n} - ${name}`);
-  for (const line of String(details || '').split('\n').filter(Boolean)) console.log('# ' + line);
+  if (!ok) for (const line of String(details || '').split('\n').filter(Boolean)) console.log('# ' + line);
 }
 
 // Waits until fn() returns something truthy (fn may throw meanwhile); throws
@@ -286,7 +286,7 @@ async function main() {
         await route.fulfill({ status: 200, contentType: 'text/event-stream',
                               body: `retry: 50\n\nid: 1\nevent: model_call\ndata: ${JSON.stringify(ev)}\n\n` });
       });
-      await p2.goto(srv.url + '#run=' + agentRun);
+      await p2.goto(srv.url + '#key=' + srv.key + '&run=' + agentRun); // sessionStorage is per tab
       await runView(p2).getByText('(ended)').waitFor({ timeout: WAIT_MS });
       assert(JSON.stringify(asked) === '[null,"1"]', 'Last-Event-ID sent: ' + JSON.stringify(asked));
       const events = runView(p2).getByRole('list', { name: 'events' }).getByRole('listitem');
