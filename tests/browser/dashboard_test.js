@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 // dashboard_test.js — drives the dashboard (GET /) in Debian's headless
 // Chromium through playwright-core and checks what a person would see: the
-// project's agent and workflow, an agent run started from the form with its
+// project's agents (with a load error) and workflow, an agent run started from the form with its
 // output and live events, a workflow run waiting for a signal and answered
 // through the form, the metrics summary, text never run as HTML, a dropped
 // event stream resumed with Last-Event-ID, and the key form and auth error.
 //
 // It starts `moonhive serve --port 0` ($MOONHIVE_BIN, default ./moonhive) in
-// a temp project (agents/greeter.lua, workflows/approval.lua) on the mock
-// model, with its own data directory. Output: TAP, for tests/run.sh.
+// a temp project (agents/greeter.lua, agents/broken.lua that does not load,
+// workflows/approval.lua) on the mock model, with its own data directory.
+// Output: TAP, for tests/run.sh.
 // Environment: MOONHIVE_BIN, MOONHIVE_RUNTIME, MOONHIVE_STDLIB (as the specs),
 // CHROMIUM (default /usr/bin/chromium), BROWSER_WAIT_MS (bound on each wait).
 'use strict';
@@ -75,6 +76,7 @@ function project() {
   fs.mkdirSync(path.join(dir, 'workflows'));
   fs.writeFileSync(path.join(dir, 'agents', 'greeter.lua'), AGENT);
   fs.writeFileSync(path.join(dir, 'workflows', 'approval.lua'), WORKFLOW);
+  fs.writeFileSync(path.join(dir, 'agents', 'broken.lua'), 'return agent{ name = "broken", system =\n');
   const env = { ...process.env, MOONHIVE_DATA: path.join(dir, '.moonhive'), MOONHIVE_MODEL: 'mock/dashboard',
                 MOONHIVE_RUNTIME: process.env.MOONHIVE_RUNTIME || path.join(ROOT, 'lua'),
                 MOONHIVE_STDLIB: process.env.MOONHIVE_STDLIB || path.join(ROOT, 'stdlib') };
@@ -160,6 +162,14 @@ async function main() {
   const runView = (pg) => pg.getByRole('region', { name: /^Run / });
   const runIdShown = async (pg) => (await runView(pg).getByRole('heading', { level: 2 }).textContent()).replace(/^Run /, '');
   let agentRun = null;
+  // Fills "Start a run" as a person would and presses its button.
+  async function startRun(label, mode, input) {
+    const form = region(page, 'Start a run');
+    await form.getByLabel('Agent or workflow').selectOption({ label });
+    await form.getByLabel(mode, { exact: true }).check();
+    await form.getByLabel('Input', { exact: true }).fill(input);
+    await form.getByRole('button', { name: 'Start run' }).click();
+  }
 
   try {
     await check('GET / serves the page without credentials, with its security headers', async () => {
@@ -184,19 +194,18 @@ async function main() {
       assert(stored === srv.key, 'sessionStorage holds ' + stored);
     });
 
-    await check('the project\'s agent and workflow are listed with their descriptions', async () => {
+    await check('the project\'s agents and workflow are listed with their descriptions and load errors', async () => {
       await region(page, 'Agents').getByText('greeter', { exact: true }).waitFor({ timeout: WAIT_MS });
       await region(page, 'Agents').getByText('Greets whoever writes to it.').waitFor({ timeout: WAIT_MS });
       await region(page, 'Workflows').getByText('approval', { exact: true }).waitFor({ timeout: WAIT_MS });
       await region(page, 'Workflows').getByText('Drafts, then waits for a person\'s approval.').waitFor({ timeout: WAIT_MS });
+      await region(page, 'Agents').getByText('Load error: agents/broken.lua:2:').waitFor({ timeout: WAIT_MS });
+      const broken = region(page, 'Start a run').getByRole('option', { name: 'broken', exact: true });
+      assert(await broken.isDisabled(), 'an agent that never loaded can be chosen to start');
     });
 
     await check('an agent run started from the form shows its output, status and live events', async () => {
-      const form = region(page, 'Start a run');
-      await form.getByLabel('Agent or workflow').selectOption({ label: 'greeter' });
-      await form.getByLabel('text', { exact: true }).check();
-      await form.getByLabel('Input', { exact: true }).fill('Say hi [reply:Hello from the mock]');
-      await form.getByRole('button', { name: 'Start run' }).click();
+      await startRun('greeter', 'text', 'Say hi [reply:Hello from the mock]');
       const run = runView(page);
       await run.getByText('Hello from the mock', { exact: true }).waitFor({ timeout: WAIT_MS });
       await run.getByText('succeeded', { exact: true }).waitFor({ timeout: WAIT_MS });
@@ -220,11 +229,7 @@ async function main() {
     });
 
     await check('a workflow run started with JSON input waits for signal "approve"', async () => {
-      const form = region(page, 'Start a run');
-      await form.getByLabel('Agent or workflow').selectOption({ label: 'approval' });
-      await form.getByLabel('JSON', { exact: true }).check();
-      await form.getByLabel('Input', { exact: true }).fill('{"topic": "launch"}');
-      await form.getByRole('button', { name: 'Start run' }).click();
+      await startRun('approval', 'JSON', '{"topic": "launch"}');
       const run = runView(page);
       await run.getByText('waiting', { exact: true }).waitFor({ timeout: WAIT_MS });
       await run.getByText('Waiting for a signal').waitFor({ timeout: WAIT_MS });
@@ -260,12 +265,8 @@ async function main() {
     });
 
     await check('text from the API is shown as text, never run as HTML', async () => {
-      const form = region(page, 'Start a run');
-      await form.getByLabel('Agent or workflow').selectOption({ label: 'greeter' });
-      await form.getByLabel('text', { exact: true }).check();
-      await form.getByLabel('Input', { exact: true })
-        .fill('<img src=x onerror="window.pwned=1"> [reply:<b>bold</b> <img src=y onerror="window.pwned=2">]');
-      await form.getByRole('button', { name: 'Start run' }).click();
+      await startRun('greeter', 'text',
+        '<img src=x onerror="window.pwned=1"> [reply:<b>bold</b> <img src=y onerror="window.pwned=2">]');
       const run = runView(page);
       await run.getByText('<b>bold</b> <img src=y onerror="window.pwned=2">', { exact: true })
         .waitFor({ timeout: WAIT_MS });
