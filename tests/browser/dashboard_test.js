@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // dashboard_test.js — drives the dashboard (GET /) in Debian's headless
 // Chromium through playwright-core and checks what a person would see: the
-// project's agents (with a load error) and workflow, an agent run started from the form with its
-// output and live events, a workflow run waiting for a signal and answered
-// through the form, the metrics summary, text never run as HTML, a dropped
-// event stream resumed with Last-Event-ID, and the key form and auth error.
+// project's agents (one with a load error) and workflow, an agent run started
+// from the form with its output and live events, a workflow run waiting for a
+// signal and answered through the form, the metrics summary, text never run
+// as HTML, a dropped event stream resumed with Last-Event-ID, and the key
+// form and auth error.
 //
 // It starts `moonhive serve --port 0` ($MOONHIVE_BIN, default ./moonhive) in
 // a temp project (agents/greeter.lua, agents/broken.lua that does not load,
