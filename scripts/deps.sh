@@ -19,7 +19,7 @@ PACKAGES=(
   python3                      # tests/unit/test_proc.c runs python3 code
   curl wrk nghttp2-server openssl
   clang libclang-rt-14-dev     # make fuzz (libFuzzer)
-  chromium nodejs npm          # tests/browser: the dashboard in headless Chromium (playwright-core)
+  chromium                     # tests/browser: the dashboard in headless Chromium (playwright-core)
 )
 
 # Node.js for the test suites' real clients (tests/*/package.json): Debian's
@@ -30,8 +30,6 @@ NODE_PACKAGES=(nodejs npm)
 missing() {
   local out=()
   for p in "${PACKAGES[@]}"; do
-    # NodeSource's nodejs bundles npm (and conflicts with Debian's): a working npm is enough
-    if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || out+=("$p")
   done
   if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then out+=("${NODE_PACKAGES[@]}"); fi
