@@ -9,6 +9,8 @@
  *                       -- MOONHIVE_RATE_LIMIT, MOONHIVE_RATE_BURST, MOONHIVE_SESSION_KEY), or nil
  *   host.has_key(name)  -- "openai" | "anthropic": is a key configured?
  *   host.data_dir()     -- the data directory
+ *   host.runtime_dir()  -- the runtime's Lua files (the lua/ holding moonhive/),
+ *                       -- for files shipped next to its modules (the dashboard page)
  *   host.version()      -- moonhive's version ("0.1.0")
  *   host.process()      -- {pid=, hostname=, pidns=} of this process (workflow
  *                       -- leases; pidns: the pid namespace's inode, "" if unknown)
@@ -166,6 +168,12 @@ static int host_data_dir(lua_State *L) {
   return 1;
 }
 
+/* host.runtime_dir() [-0, +1, m] */
+static int host_runtime_dir(lua_State *L) {
+  lua_pushstring(L, mh_vm_of(L)->host->runtime_dir);
+  return 1;
+}
+
 /* host.process() [-0, +1, m] -> {pid = n, hostname = "...", pidns = "..."}: who holds a lease */
 static int host_process(lua_State *L) {
   char name[256], ns[64];
@@ -195,7 +203,8 @@ static int host_alive(lua_State *L) {
 int luaopen_mh_host(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"env", host_env}, {"has_key", host_has_key}, {"data_dir", host_data_dir}, {"config", host_config},
-    {"version", host_version}, {"process", host_process}, {"alive", host_alive}, {NULL, NULL}};
+    {"runtime_dir", host_runtime_dir}, {"version", host_version}, {"process", host_process},
+    {"alive", host_alive}, {NULL, NULL}};
   luaL_newlib(L, funcs);
   return 1;
 }

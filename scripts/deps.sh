@@ -19,6 +19,7 @@ PACKAGES=(
   python3                      # tests/unit/test_proc.c runs python3 code
   curl wrk nghttp2-server openssl
   clang libclang-rt-14-dev     # make fuzz (libFuzzer)
+  chromium                     # tests/browser: the dashboard in headless Chromium (playwright-core)
 )
 
 # Node.js for the test suites' real clients (tests/*/package.json): Debian's

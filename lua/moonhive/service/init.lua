@@ -72,6 +72,7 @@ end
 require("moonhive.service.runs_api").register(_M)
 require("moonhive.service.agents_api").register(_M)
 require("moonhive.service.chat_api").register(_M)
+require("moonhive.service.dashboard").register(_M)
 
 local MUTATING = { GET = false, HEAD = false }
 
