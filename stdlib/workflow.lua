@@ -95,9 +95,20 @@ local function check_timeout(t, where)
   if t ~= nil and (type(t) ~= "number" or t <= 0) then fail(where .. ": 'timeout' must be milliseconds > 0") end
 end
 
+-- What a run's followers see (runs.event; "step_done" is recorded by the
+-- runtime with the step's journal entry): the rare moments, not every
+-- step's start or replay.
+local RECORDED = { started = true, resumed = true, retry = true, waiting = true, signal = true, signal_timeout = true,
+                   sleeping = true, skipped = true, loop = true, compensating = true, on_error = true, finished = true }
+
 local function emit(self, ev)
   ev.workflow = self.name
   if self.on_event then self.on_event(ev) end
+  if RECORDED[ev.kind] then
+    local data = {}
+    for k, v in pairs(ev) do if k ~= "kind" and k ~= "workflow" then data[k] = v end end
+    runs.event{ kind = ev.kind, agent = self.name, data = data } -- best effort: a follower's view, not the journal
+  end
 end
 
 local function build(def)

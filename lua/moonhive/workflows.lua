@@ -29,8 +29,9 @@
 -- workflow code (same sandbox, no debug library) cannot reach it.
 --   step{step=, kind=, name=, args=, status=, result=, error=, memory=, attempts=, started_at=,
 --        version=, path=, source=} -> {status=, lost=}
---       journals a step of the caller's run (durable before it returns)
---       and answers the run's status, so the engine notices a cancellation;
+--       journals a step of the caller's run (durable before it returns),
+--       records it as the run's event "step_done", and answers the run's
+--       status, so the engine notices a cancellation;
 --       closes the agent runs of a wf:call step's attempts (moonhive.runs);
 --       version is the SHA-256 of the agent file a wf:call ran, whose text
 --       (source, from path) comes with the first step that used it and is
@@ -241,8 +242,12 @@ function _M.step(req, _, caller)
     if e ~= "lease lost" then e = "workflow: cannot journal step " .. tostring(req.step) .. ": " .. e end
     return nil, write_error(caller.run_id, e)
   end
+  -- the step as an event of the run, for its followers (GET /v1/runs/{id}/events, the dashboard)
+  runs.record(caller.run_id, "step_done", req.kind == "call" and req.name or nil,
+              { step = req.step, kind = req.kind, name = req.name, status = req.status, error = req.error,
+                attempts = req.attempts })
   local ok, lost = lease.renew(s, caller.run_id)
-  return { status = status, lost = not ok and lost or nil }
+  return { status = status, lost = not ok and lost or nil, draining = draining or nil }
 end
 
 function _M.status(req, _, caller)
