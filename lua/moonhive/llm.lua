@@ -22,6 +22,7 @@ local retry = require "moonhive.retry"
 local pricing = require "moonhive.pricing"
 local cache = require "moonhive.cache"
 local runs = require "moonhive.runs"
+local tally = require "moonhive.tally"
 
 local _M = {}
 
@@ -140,6 +141,7 @@ end
 function _M.chat(req, emit, caller)
   local started = time.monotonic()
   local res, err, pname, model = _M.chat_call(req, emit)
+  tally.model_call(pname, model, res)
   record(caller, req, pname, model, started, res, err)
   return res, err
 end

@@ -22,6 +22,7 @@
 local cjson = require "cjson"
 local crypto = require "crypto"
 local database = require "moonhive.db"
+local tally = require "moonhive.tally"
 
 local _M = {}
 
@@ -92,6 +93,7 @@ function _M.record(run_id, kind, agent, data)
   if not ok then return nil, tostring(done) end
   if not done then return nil, e end
   seqs[run_id] = seq
+  if kind == "tool_result" and type(data) == "table" then tally.tool_result(data.name, data.ok) end
   return seq
 end
 
