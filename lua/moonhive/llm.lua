@@ -16,6 +16,8 @@
 -- when its key is set, else Anthropic when its key is set, else mock/default
 -- (with a one-line notice). Keys never enter Lua:
 -- providers ask http for `auth = "openai"` and C attaches the key.
+-- Every chat call is counted for GET /metrics (moonhive.tally), and recorded
+-- in the caller's run when it is part of one.
 
 local host = require "host"
 local retry = require "moonhive.retry"

@@ -17,7 +17,8 @@
 -- records each model call, with prompt(request): its prompt, capped),
 -- close_step and abandon (the workflow runtime closes step agent runs), and
 -- list/show/children for the CLI (`moonhive runs`, `moonhive trace`) and the
--- service, events_after for the service's live event stream.
+-- service, events_after for the service's live event stream. Tool results
+-- recorded here are counted for GET /metrics (moonhive.tally).
 
 local cjson = require "cjson"
 local crypto = require "crypto"

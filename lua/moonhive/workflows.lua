@@ -52,6 +52,7 @@ local crypto = require "crypto"
 local stores = require "moonhive.store"
 local runs = require "moonhive.runs"
 local lease = require "moonhive.lease"
+local tally = require "moonhive.tally"
 
 local _M = {}
 
@@ -237,6 +238,7 @@ function _M.step(req, _, caller)
     if e ~= "lease lost" then e = "workflow: cannot journal step " .. tostring(req.step) .. ": " .. e end
     return nil, write_error(caller.run_id, e)
   end
+  if req.kind == "tool" and req.status ~= "started" then tally.tool_result(req.name, req.status == "ok") end
   local ok, lost = lease.renew(s, caller.run_id)
   return { status = status, lost = not ok and lost or nil }
 end
