@@ -12,9 +12,8 @@ local _M = {}
 local function ref(name) return { ["$ref"] = "#/components/schemas/" .. name } end
 local function json(schema) return { ["application/json"] = { schema = schema } } end
 local function nullable(t) return { type = { t, "null" } } end
-local function list_of(key, item, description)
-  return { type = "object", required = { key }, description = description,
-           properties = { [key] = { type = "array", items = item } } }
+local function list_of(key, item)
+  return { type = "object", required = { key }, properties = { [key] = { type = "array", items = item } } }
 end
 
 local ERRORS = {
@@ -62,6 +61,18 @@ end
 local function limit_param(default)
   return { name = "limit", ["in"] = "query", description = "How many entries, newest first.",
            schema = { type = "integer", minimum = 1, maximum = 1000, default = default } }
+end
+
+-- A GET answering {key: [item, ...]} (newest first, with ?limit, when
+-- o.limit is its default).
+local function listing(o)
+  return op {
+    role = o.role or "viewer", tag = o.tag, id = o.id, summary = o.summary,
+    parameters = o.limit and { limit_param(o.limit) } or nil,
+    responses = { ["200"] = { description = o.limit and "Newest first." or "All of them.",
+                              content = json(list_of(o.key, ref(o.item))) } },
+    errors = o.limit and { "400" } or nil,
+  }
 end
 
 local RUN_ID = path_param("id", "The run's id, or a unique prefix of it.")
@@ -228,11 +239,9 @@ local paths = {
     role = "public", tag = "service", id = "openapi", summary = "This document",
     responses = { ["200"] = { description = "An OpenAPI 3.1 document.", content = json({ type = "object" }) } },
   } },
-  ["/v1/runs"] = { get = op {
-    role = "viewer", tag = "runs", id = "list_runs", summary = "The latest runs started by no other run",
-    parameters = { limit_param(20) },
-    responses = { ["200"] = { description = "Newest first.", content = json(list_of("runs", ref("RunSummary"))) } },
-    errors = { "400" },
+  ["/v1/runs"] = { get = listing {
+    tag = "runs", id = "list_runs", summary = "The latest runs started by no other run",
+    key = "runs", item = "RunSummary", limit = 20,
   } },
   ["/v1/runs/{id}"] = { get = op {
     role = "viewer", tag = "runs", id = "get_run", summary = "One run with its events (and a workflow's steps)",
@@ -269,15 +278,12 @@ local paths = {
       id = { type = "string" }, signal = { type = "string" } } }) } },
     errors = { "400", "404", "409" },
   } },
-  ["/v1/audit"] = { get = op {
+  ["/v1/audit"] = { get = listing {
     role = "admin", tag = "service", id = "audit", summary = "The audit log of mutating calls",
-    parameters = { limit_param(100) },
-    responses = { ["200"] = { description = "Newest first.", content = json(list_of("entries", ref("AuditEntry"))) } },
-    errors = { "400" },
+    key = "entries", item = "AuditEntry", limit = 100,
   } },
-  ["/v1/agents"] = { get = op {
-    role = "viewer", tag = "agents", id = "list_agents", summary = "The agents this server can run",
-    responses = { ["200"] = { description = "The agents.", content = json(list_of("agents", ref("Definition"))) } },
+  ["/v1/agents"] = { get = listing {
+    tag = "agents", id = "list_agents", summary = "The agents this server can run", key = "agents", item = "Definition",
   } },
   ["/v1/agents/{name}"] = { get = op {
     role = "viewer", tag = "agents", id = "get_agent", summary = "One agent, with its source",
@@ -286,10 +292,9 @@ local paths = {
     errors = { "404" },
   } },
   ["/v1/agents/{name}/runs"] = { post = start_run("agent") },
-  ["/v1/workflows"] = { get = op {
-    role = "viewer", tag = "workflows", id = "list_workflows", summary = "The workflows this server can run",
-    responses = { ["200"] = { description = "The workflows.",
-                              content = json(list_of("workflows", ref("Definition"))) } },
+  ["/v1/workflows"] = { get = listing {
+    tag = "workflows", id = "list_workflows", summary = "The workflows this server can run",
+    key = "workflows", item = "Definition",
   } },
   ["/v1/workflows/{name}/runs"] = { post = start_run("workflow") },
   ["/v1/chat/completions"] = { post = op {

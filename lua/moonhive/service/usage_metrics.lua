@@ -16,9 +16,22 @@ local STATUSES = {
   workflow = { "pending", "running", "waiting", "succeeded", "failed", "cancelled" },
 }
 
+-- Each family's type and help text.
+local FAMILIES = {
+  moonhive_runs = { "gauge", "Recorded runs by kind and status (agent runs include those a workflow step or "
+                    .. "another agent started)." },
+  moonhive_active_runs = { "gauge", "Recorded runs executing now (status running), agents and workflows together." },
+  moonhive_model_calls_total = { "counter", "Chat calls answered, cache hits included, by provider and model." },
+  moonhive_model_errors_total = { "counter", "Chat calls that failed after their retries, by provider and model." },
+  moonhive_model_cache_hits_total = { "counter", "Chat calls answered from the response cache, by provider, model." },
+  moonhive_model_tokens_total = { "counter", "Tokens of chat calls, by provider, model and direction." },
+  moonhive_model_cost_usd_total = { "counter", "Cost of chat calls in US dollars, by provider and model." },
+  moonhive_tool_calls_total = { "counter", "Tool calls of agents and workflows (wf:tool), by tool and outcome (ok)." },
+}
+
 -- A new family in the list out.
-local function family(out, name, mtype, help)
-  local fam = { name = name, type = mtype, help = help, samples = {} }
+local function family(out, name)
+  local fam = { name = name, type = FAMILIES[name][1], help = FAMILIES[name][2], samples = {} }
   out[#out + 1] = fam
   return fam
 end
@@ -28,10 +41,8 @@ local function sample(fam, labels, value)
 end
 
 local function run_families(out, rows)
-  local runs = family(out, "moonhive_runs", "gauge",
-    "Recorded runs (agent runs include those a workflow step or another agent started), by kind and status.")
-  local active = family(out, "moonhive_active_runs", "gauge",
-    "Recorded runs executing now (status running), agents and workflows together.")
+  local runs = family(out, "moonhive_runs")
+  local active = family(out, "moonhive_active_runs")
   local n = {}
   for _, r in ipairs(rows) do n[r.kind .. "\0" .. r.status] = r.n end
   for _, kind in ipairs({ "agent", "workflow" }) do
@@ -50,16 +61,11 @@ local function run_families(out, rows)
 end
 
 local function model_families(out, rows)
-  local calls = family(out, "moonhive_model_calls_total", "counter",
-    "Chat calls answered, cache hits included, by provider and model.")
-  local errors = family(out, "moonhive_model_errors_total", "counter",
-    "Chat calls that failed after their retries, by provider and model.")
-  local hits = family(out, "moonhive_model_cache_hits_total", "counter",
-    "Chat calls answered from the response cache, by provider and model.")
-  local tokens = family(out, "moonhive_model_tokens_total", "counter",
-    "Tokens of chat calls, by provider, model and direction (input or output).")
-  local cost = family(out, "moonhive_model_cost_usd_total", "counter",
-    "Cost of chat calls in US dollars, by provider and model.")
+  local calls = family(out, "moonhive_model_calls_total")
+  local errors = family(out, "moonhive_model_errors_total")
+  local hits = family(out, "moonhive_model_cache_hits_total")
+  local tokens = family(out, "moonhive_model_tokens_total")
+  local cost = family(out, "moonhive_model_cost_usd_total")
   for _, r in ipairs(rows) do
     local l = { provider = r.provider, model = r.model }
     sample(calls, l, r.calls)
@@ -72,8 +78,7 @@ local function model_families(out, rows)
 end
 
 local function tool_families(out, rows)
-  local calls = family(out, "moonhive_tool_calls_total", "counter",
-    "Tool calls agents made, by tool and outcome (ok: true or false).")
+  local calls = family(out, "moonhive_tool_calls_total")
   for _, r in ipairs(rows) do sample(calls, { tool = r.tool, ok = r.ok == 1 and "true" or "false" }, r.calls) end
 end
 
