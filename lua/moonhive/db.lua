@@ -123,6 +123,44 @@ local migrations = {
       status INTEGER NOT NULL,
       remote TEXT);
     CREATE INDEX audit_at ON audit_log(at)]],
+  -- 9: running totals for GET /metrics, so a scrape reads a few small rows
+  -- whatever the number of runs (moonhive.tally): runs by kind and status,
+  -- kept by triggers whatever code writes runs; model calls and tool
+  -- results, added to as they happen
+  [[CREATE TABLE run_counts (
+      kind TEXT NOT NULL,
+      status TEXT NOT NULL,
+      n INTEGER NOT NULL,
+      PRIMARY KEY (kind, status)) WITHOUT ROWID;
+    INSERT INTO run_counts SELECT kind, status, count(*) FROM runs GROUP BY kind, status;
+    CREATE TRIGGER run_counts_insert AFTER INSERT ON runs BEGIN
+      INSERT INTO run_counts VALUES (new.kind, new.status, 1)
+        ON CONFLICT (kind, status) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER run_counts_update AFTER UPDATE OF kind, status ON runs
+      WHEN old.kind IS NOT new.kind OR old.status IS NOT new.status BEGIN
+      UPDATE run_counts SET n = n - 1 WHERE kind = old.kind AND status = old.status;
+      INSERT INTO run_counts VALUES (new.kind, new.status, 1)
+        ON CONFLICT (kind, status) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER run_counts_delete AFTER DELETE ON runs BEGIN
+      UPDATE run_counts SET n = n - 1 WHERE kind = old.kind AND status = old.status;
+    END;
+    CREATE TABLE model_usage (
+      provider TEXT NOT NULL,
+      model TEXT NOT NULL,
+      calls INTEGER NOT NULL DEFAULT 0,
+      errors INTEGER NOT NULL DEFAULT 0,
+      cache_hits INTEGER NOT NULL DEFAULT 0,
+      tokens_in INTEGER NOT NULL DEFAULT 0,
+      tokens_out INTEGER NOT NULL DEFAULT 0,
+      cost REAL NOT NULL DEFAULT 0,
+      PRIMARY KEY (provider, model)) WITHOUT ROWID;
+    CREATE TABLE tool_usage (
+      tool TEXT NOT NULL,
+      ok INTEGER NOT NULL,
+      calls INTEGER NOT NULL DEFAULT 0,
+      PRIMARY KEY (tool, ok)) WITHOUT ROWID]],
 }
 
 local db, failure

@@ -16,12 +16,15 @@
 -- when its key is set, else Anthropic when its key is set, else mock/default
 -- (with a one-line notice). Keys never enter Lua:
 -- providers ask http for `auth = "openai"` and C attaches the key.
+-- Every chat call is counted for GET /metrics (moonhive.tally), and recorded
+-- in the caller's run when it is part of one.
 
 local host = require "host"
 local retry = require "moonhive.retry"
 local pricing = require "moonhive.pricing"
 local cache = require "moonhive.cache"
 local runs = require "moonhive.runs"
+local tally = require "moonhive.tally"
 
 local _M = {}
 
@@ -140,6 +143,7 @@ end
 function _M.chat(req, emit, caller)
   local started = time.monotonic()
   local res, err, pname, model = _M.chat_call(req, emit)
+  tally.model_call(pname, model, res)
   record(caller, req, pname, model, started, res, err)
   return res, err
 end

@@ -17,11 +17,13 @@
 -- records each model call, with prompt(request): its prompt, capped),
 -- close_step and abandon (the workflow runtime closes step agent runs), and
 -- list/show/children for the CLI (`moonhive runs`, `moonhive trace`) and the
--- service, events_after for the service's live event stream.
+-- service, events_after for the service's live event stream. Tool results
+-- recorded here are counted for GET /metrics (moonhive.tally).
 
 local cjson = require "cjson"
 local crypto = require "crypto"
 local database = require "moonhive.db"
+local tally = require "moonhive.tally"
 
 local _M = {}
 
@@ -92,6 +94,7 @@ function _M.record(run_id, kind, agent, data)
   if not ok then return nil, tostring(done) end
   if not done then return nil, e end
   seqs[run_id] = seq
+  if kind == "tool_result" and type(data) == "table" then tally.tool_result(data.name, data.ok) end
   return seq
 end
 

@@ -55,6 +55,7 @@ local crypto = require "crypto"
 local stores = require "moonhive.store"
 local runs = require "moonhive.runs"
 local lease = require "moonhive.lease"
+local tally = require "moonhive.tally"
 
 local _M = {}
 
@@ -242,6 +243,7 @@ function _M.step(req, _, caller)
     if e ~= "lease lost" then e = "workflow: cannot journal step " .. tostring(req.step) .. ": " .. e end
     return nil, write_error(caller.run_id, e)
   end
+  if req.kind == "tool" and req.status ~= "started" then tally.tool_result(req.name, req.status == "ok") end
   -- the step as an event of the run, for its followers (GET /v1/runs/{id}/events, the dashboard)
   runs.record(caller.run_id, "step_done", req.kind == "call" and req.name or nil,
               { step = req.step, kind = req.kind, name = req.name, status = req.status, error = req.error,

@@ -8,6 +8,7 @@ local cjson = require "cjson"
 local audit = require "moonhive.service.audit"
 local auth = require "moonhive.service.auth"
 local metrics = require "moonhive.service.metrics"
+local usage_metrics = require "moonhive.service.usage_metrics"
 local Router = require "moonhive.service.router"
 
 local _M = {}
@@ -39,7 +40,7 @@ router:add("GET", "/health", function()
 end, "public")
 
 router:add("GET", "/metrics", function()
-  return 200, { ["Content-Type"] = "text/plain; version=0.0.4" }, metrics.render()
+  return 200, { ["Content-Type"] = "text/plain; version=0.0.4" }, metrics.render(usage_metrics.families())
 end)
 
 router:add("GET", "/v1/audit", function(req)
@@ -73,6 +74,9 @@ require("moonhive.service.runs_api").register(_M)
 require("moonhive.service.agents_api").register(_M)
 require("moonhive.service.chat_api").register(_M)
 require("moonhive.service.dashboard").register(_M)
+router:add("GET", "/v1/openapi.json", function()
+  return 200, JSON, require("moonhive.service.openapi").json(host.version())
+end, "public")
 
 local MUTATING = { GET = false, HEAD = false }
 

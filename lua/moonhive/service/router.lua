@@ -28,6 +28,13 @@ function _M:add(method, pattern, handler, role)
   self.routes[#self.routes + 1] = { method = method, pattern = pattern, segs = segs, handler = handler, role = role }
 end
 
+-- The routes, in the order they were added: {method=, pattern=, role=} each.
+function _M:list()
+  local out = {}
+  for i, r in ipairs(self.routes) do out[i] = { method = r.method, pattern = r.pattern, role = r.role } end
+  return out
+end
+
 local function decode(seg)
   local bad = false
   local out = seg:gsub("%%(%x?%x?)", function(hex)
