@@ -161,6 +161,9 @@ local migrations = {
       ok INTEGER NOT NULL,
       calls INTEGER NOT NULL DEFAULT 0,
       PRIMARY KEY (tool, ok)) WITHOUT ROWID]],
+  -- 10: the latest top-level runs (GET /v1/runs, `moonhive runs`) read from
+  -- an index in order, not sorted out of every run (45 ms at 100k runs)
+  [[CREATE INDEX runs_top ON runs(parent_run, started_at)]],
 }
 
 local db, failure

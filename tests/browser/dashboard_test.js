@@ -232,7 +232,7 @@ async function main() {
     await check('a workflow run started with JSON input waits for signal "approve"', async () => {
       await startRun('approval', 'JSON', '{"topic": "launch"}');
       const run = runView(page);
-      await run.getByText('waiting', { exact: true }).waitFor({ timeout: WAIT_MS });
+      await run.getByLabel('status').getByText('waiting', { exact: true }).waitFor({ timeout: WAIT_MS });
       await run.getByText('Waiting for a signal').waitFor({ timeout: WAIT_MS });
       await eventually('the signal field names "approve"', async () =>
         (await run.getByLabel('Signal', { exact: true }).inputValue()) === 'approve');
@@ -250,14 +250,14 @@ async function main() {
 
     await check('the metrics summary shows request counts and uptime', async () => {
       const metrics = region(page, 'Metrics');
-      const card = (name) => metrics.locator('div').filter({ has: page.getByRole('term').filter({ hasText: name }) });
+      const card = (name) => metrics.locator('div').filter({ has: page.getByRole('term').filter({ hasText: new RegExp(`^${name}$`) }) });
       await eventually('Requests shows a count above 0', async () => {
         const text = await card('Requests').getByRole('definition').textContent({ timeout: 1000 });
         return Number(text.match(/^[\d,]+/)[0].replace(/,/g, '')) > 0;
       });
       await card('Uptime').getByRole('definition').waitFor({ timeout: WAIT_MS });
       const text = await (await fetch(srv.url + 'metrics', { headers: { Authorization: 'Bearer ' + srv.key } })).text();
-      if (/^moonhive_runs\{/m.test(text)) await card('Runs').getByRole('definition').waitFor({ timeout: WAIT_MS });
+      if (/^moonhive_runs\{/m.test(text)) await card('Runs').getByRole('definition').first().waitFor({ timeout: WAIT_MS });
       if (/^moonhive_model_tokens_total\{/m.test(text)) {
         await eventually('Tokens shows a count above 0', async () =>
           Number((await card('Tokens').getByRole('definition').textContent({ timeout: 1000 })).match(/^[\d,]+/)[0]
