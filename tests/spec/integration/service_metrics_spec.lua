@@ -185,7 +185,7 @@ describe("GET /metrics", function()
     local succeeded = value(before, "moonhive_runs", { kind = "agent", status = "succeeded" })
     H.write(P.dir .. "/slow.lua", [[
       runs.start{agent = "slow", input = "x"}
-      sleep(3000)
+      sleep(6000)
       runs.finish{status = "succeeded", output = "done"}
     ]])
     local p = H.spawn({ "run", "slow.lua" }, { cwd = P.dir, env = P.env() })
@@ -194,6 +194,8 @@ describe("GET /metrics", function()
       seen = scrape()
       return value(seen, "moonhive_active_runs") == 1 or p.exited
     end, 15000)
+    assert(not p.exited or value(seen, "moonhive_active_runs") == 1,
+           "the slow run ended before a scrape saw it: " .. p.stderr())
     assert.equal(1, value(seen, "moonhive_active_runs"))
     assert.equal(1, value(seen, "moonhive_runs", { kind = "agent", status = "running" }))
     assert.equal(0, p.wait().code)
