@@ -68,7 +68,11 @@ function _M.register(svc)
     local run, err = runs.show(p.id)
     if not run then return svc.error(404, err) end
     run.steps = workflows.journal(run.id)
-    return svc.json(200, run)
+    if #run.events > 0 then return svc.json(200, run) end
+    -- no events yet: still a JSON array (lua-cjson 2.1 encodes {} as an object)
+    run.events = nil
+    local status, headers, body = svc.json(200, run)
+    return status, headers, (body:gsub("}\n$", ',"events":[]}\n'))
   end)
 
   router:add("GET", "/v1/runs/{id}/events", function(req, res, p)
