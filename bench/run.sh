@@ -4,7 +4,8 @@
 # (bench/bench_wf.c) and the W3 agent workload, as agents and as a workflow
 # (bench/bench_w3.c). Numbers are medians of several repetitions.
 # BENCH_ONLY=llm,w3 (any of sleep, state, memory, http, llm, journal, w3,
-# serve) picks parts; bench/bench_serve.sh loads `moonhive serve` with wrk.
+# serve, service) picks parts; bench/bench_serve.sh loads `moonhive serve` with
+# wrk, bench/bench_service.sh its agent runs route (overhead, waiting runs).
 # With two or more cores the server and the benchmark are pinned to different
 # cores (taskset), so they do not steal each other's CPU time.
 set -euo pipefail
@@ -36,4 +37,7 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ "$BENCH_ONLY" == *w3* ]]; then
 fi
 if [ -z "${BENCH_ONLY:-}" ] || [[ "$BENCH_ONLY" == *serve* ]]; then
   BUILD="$BUILD" bench/bench_serve.sh
+fi
+if [ -z "${BENCH_ONLY:-}" ] || [[ "$BENCH_ONLY" == *service* ]]; then
+  BUILD="$BUILD" bench/bench_service.sh
 fi

@@ -95,6 +95,17 @@ describe("moonhive serve", function()
     assert.matches("event: end", rest, 1, true)
   end)
 
+  it("shows a run without events with an empty events list", function()
+    local id = H.ok(H.run_script([[
+      local r = runs.start{agent = "quiet", input = "go"}
+      print(r.id)
+    ]])):match("(%S+)%s*$")
+    local status, body = get(srv, "/v1/runs/" .. id)
+    assert.equal(200, status)
+    assert.matches('"events":[]', body, 1, true)
+    assert.equal(id, cjson.decode(body).id)
+  end)
+
   it("streams a live run's events as they are recorded", function()
     local script = H.tmpdir() .. "/live.lua"
     H.write(script, [[
