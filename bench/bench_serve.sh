@@ -5,16 +5,9 @@
 # requests/s, p50 and p99 latency. Run with the access log on (as deployed)
 # and off. Called by bench/run.sh with BUILD set.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-BUILD=${BUILD:-build/release}
-if ! command -v wrk >/dev/null 2>&1; then echo "serve: wrk is not installed (make deps)"; exit 0; fi
-server_pin=() client_pin=()
-if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
-  server_pin=(taskset -c 0) client_pin=(taskset -c 1)
-fi
+source "$(dirname "$0")/serve_common.sh" serve
 DURATION=${BENCH_SERVE_SECONDS:-5}
 
-median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 # wrk prints latencies as 812.00us / 1.20ms / 2.00s: to microseconds
 to_us() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); print v} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v*1000} else {sub(/s$/,"",v); print v*1000000}}'; }
 

@@ -1,40 +1,38 @@
 #!/usr/bin/env bash
 # bench_service.sh — `make bench` part "service": POST /v1/agents/{name}/runs.
 #
-# 1. Overhead per POST. `moonhive serve` (pinned to one core) runs agent
-#    `echo` (the in-process mock model, one model call per run) for wrk (on
-#    the other core), which POSTs {"input":"[reply:hi]"} over C keep-alive
-#    connections for a few seconds: with ?wait=true (200 and the report) and
-#    without (202; the run goes on after the answer). The server's CPU time
-#    (utime + stime from /proc/PID/stat) from before wrk until the server is
-#    idle again, divided by the POSTs it answered (its /metrics), is the CPU
-#    per POST. The same agent run C at a time in one `moonhive run` process
-#    (agent:run in a loop: the same runs.start/event/finish records, no HTTP,
-#    no launch), CPU measured with os.clock around the loop, is the agent's
-#    own work; the difference is the service's overhead per request.
+# 1. Overhead per POST. `moonhive serve` (pinned to one core; rate limit
+#    off) runs agent `echo` (the in-process mock model, one model call per
+#    run) for wrk (on the other core), which POSTs {"input":"[reply:hi]"}
+#    for a few seconds over 16 keep-alive connections, and over one: with
+#    ?wait=true (200 and the report) and without (202; the run goes on after
+#    the answer), access log on and off. The server's CPU time (utime + stime
+#    from /proc/PID/stat) from before wrk until the server is idle again,
+#    divided by the POSTs it answered (its /metrics), is the CPU per POST.
+#    The same agent run as many at a time in one `moonhive run` process
+#    (agent:run in a loop: the same runs.start/event/finish records, no
+#    HTTP, no launch), CPU measured with os.clock around the loop, is the
+#    agent's own work; the difference is the service's overhead per request.
 # 2. RSS with many waiting runs. A fresh server (the sandbox's memory cap
 #    as configured, default 64M) gets WAITING POSTs (202) of agent `slow`,
 #    whose one model call goes to the mock LLM server with [delay:60000]:
 #    "in flight" lifts the model concurrency cap and the per-origin
 #    connection cap, so every run's call is on the wire (the mock server has
 #    received them all); "queued" keeps the defaults (32 calls in flight, the
-#    other runs wait for a permit). VmRSS at idle, after one warm-up run and
-#    with every run waiting; then SIGTERM (MOONHIVE_SHUTDOWN_GRACE_MS=200
-#    cancels them), the time to exit and what is left behind.
+#    other runs wait for a permit); MOONHIVE_DEADLINE=5m so none times out.
+#    VmRSS at idle, after one warm-up run and with every run waiting; the
+#    server's CPU per POST while they pile up; then SIGTERM (with
+#    MOONHIVE_SHUTDOWN_GRACE_MS=200 it cancels them), the time to exit and
+#    what is left behind. Last, how many waiting runs fit in the shared
+#    sandbox under a 16M and a 32M cap.
 #
 # Figures are medians of three repetitions. Scratch project and data in a
-# temporary folder. Called by bench/run.sh with BUILD set.
+# temporary folder. Called by bench/run.sh with BUILD set; runs alone too.
 # BENCH_SERVICE_SECONDS (5), BENCH_SERVICE_CONNECTIONS (16) and
 # BENCH_SERVICE_WAITING (10000) change the load; BENCH_SERVICE_PARTS=overhead
 # or =waiting runs one part.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-BUILD=${BUILD:-build/release}
-if ! command -v wrk >/dev/null 2>&1; then echo "service: wrk is not installed (make deps)"; exit 0; fi
-server_pin=() client_pin=()
-if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
-  server_pin=(taskset -c 0) client_pin=(taskset -c 1)
-fi
+source "$(dirname "$0")/serve_common.sh" service
 DURATION=${BENCH_SERVICE_SECONDS:-5}
 CONNS=${BENCH_SERVICE_CONNECTIONS:-16}
 WAITING=${BENCH_SERVICE_WAITING:-10000}
@@ -81,7 +79,6 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY")
 EOF
 
-median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 cpu_us() { awk -v t="$TICK_US" '{print ($14 + $15) * t}' "/proc/$SPID/stat"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$SPID/status"; }
 now() { date +%s.%N; }
@@ -198,7 +195,26 @@ stop_mock() {
   MPID=""
 }
 
+# start_slow NAME [VAR=VALUE...]: a fresh mock LLM server, and a server whose
+# agent slow calls it (no access log; runs may wait 5 min; SIGTERM cancels
+# what is left after 200 ms)
+start_slow() {
+  local name=$1
+  shift
+  start_mock
+  start_serve "$name-$(date +%s%N)" OPENAI_BASE_URL="$MOCK/v1" OPENAI_API_KEY=sk-bench MOONHIVE_ACCESS_LOG=off \
+    MOONHIVE_DEADLINE=5m MOONHIVE_SHUTDOWN_GRACE_MS=200 "$@"
+}
+
 mock_received() { curl -sS "$MOCK/_requests" | grep -o '"method":' | wc -l; }
+
+# POSTs WAITING runs of agent slow (50 at a time) that wait a minute on the
+# model; prints how many started (202)
+post_waiting() {
+  "${client_pin[@]}" curl -s -Z --parallel-max 50 -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \
+    --data-binary '{"input":"[delay:60000] wait"}' -o /dev/null -w '%{http_code}\n' \
+    "$URL/v1/agents/slow/runs?n=[1-$WAITING]" 2> "$SCRATCH/curl.err" | grep -c '^202$' || true
+}
 
 # waits until the mock server has received n requests (at most 60 s); prints how many it has
 wait_mock() {
@@ -216,18 +232,14 @@ wait_mock() {
 waiting_case() {
   local caps=() want=32
   if [ "$2" = 1 ]; then caps=(MOONHIVE_LLM_CONCURRENCY=$((WAITING + 1000)) MOONHIVE_HTTP_HOST_CONNECTIONS=0); want=$WAITING; fi
-  start_mock
-  start_serve "waiting-$1-$(date +%s%N)" OPENAI_BASE_URL="$MOCK/v1" OPENAI_API_KEY=sk-bench MOONHIVE_ACCESS_LOG=off \
-    MOONHIVE_DEADLINE=5m MOONHIVE_SHUTDOWN_GRACE_MS=200 "${caps[@]}"
+  start_slow "waiting-$1" "${caps[@]}"
   local idle warm full c0 c1 t0 t1 codes got
   idle=$(rss_kib)
   post "/v1/agents/slow/runs?wait=true" '{"input":"[delay:1] warm"}' > /dev/null
   warm=$(rss_kib)
   curl -sS -X POST "$MOCK/_reset" > /dev/null
   c0=$(cpu_us); t0=$(now)
-  codes=$("${client_pin[@]}" curl -s -Z --parallel-max 50 -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \
-    --data-binary '{"input":"[delay:60000] wait"}' -o /dev/null -w '%{http_code}\n' "$URL/v1/agents/slow/runs?n=[1-$WAITING]" \
-    2> "$SCRATCH/curl.err" | grep -c '^202$' || true)
+  codes=$(post_waiting)
   t1=$(now); c1=$(cpu_us)
   if [ "$codes" != "$WAITING" ]; then
     echo "service: only $codes of $WAITING POSTs got 202; server log:" >&2
@@ -255,6 +267,15 @@ waiting_case() {
       'BEGIN {printf "%d %d %d %.2f %.2f %.0f %.2f %d %d %d\n", i, w, f, (f - w) / n, t1 - t0, c / n, e1 - e0, code, left, x}'
 }
 
+# cap_case LIMIT: how many of WAITING POSTs start a run (202) when the
+# shared sandbox's memory cap is LIMIT (default model caps: the runs queue)
+cap_case() {
+  start_slow "cap-$1" MOONHIVE_MEMORY_LIMIT="$1"
+  post_waiting
+  stop_serve
+  stop_mock
+}
+
 waiting_part() {
   echo "service: $WAITING runs of agent slow POSTed (202, 50 at a time), waiting on the mock LLM server" \
        "([delay:60000]), x3, medians"
@@ -278,6 +299,19 @@ waiting_part() {
       "$(col 5)" "$(col 6)" "$(col 8)" "$(col 7)"
     printf ' %d runs cancelled, %d left running\n' "$(col 10)" "$(col 9)"
   done
+  # The runs of one agent version share one sandbox and its memory cap: how
+  # many fit under 16M and 32M, and so what each one holds in it.
+  local n16 n32
+  cap_case 16M > "$SCRATCH/n16"
+  cap_case 32M > "$SCRATCH/n32"
+  n16=$(cat "$SCRATCH/n16") n32=$(cat "$SCRATCH/n32")
+  if [ "$n32" -lt "$WAITING" ] && [ "$n32" -gt "$n16" ]; then
+    printf '  sandbox   a memory cap of 16M held %d waiting runs, 32M %d: %.1f KiB each in the shared sandbox;' \
+      "$n16" "$n32" "$(awk -v a="$n16" -v b="$n32" 'BEGIN {print 16384 / (b - a)}')"
+    printf ' the default 64M holds about %d\n' "$(awk -v a="$n16" -v b="$n32" 'BEGIN {printf "%d", int((a + 3 * (b - a)) / 100) * 100}')"
+  else
+    printf '  sandbox   a memory cap of 16M held %d of %d waiting runs, 32M %d\n' "$n16" "$WAITING" "$n32"
+  fi
 }
 
 PARTS=${BENCH_SERVICE_PARTS:-overhead,waiting}
