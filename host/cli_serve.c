@@ -61,19 +61,27 @@ static void grace_over(uv_timer_t *t) {
   st->grace_over = 1;
 }
 
-/* [-0, +0, -] Calls moonhive.service.launcher's fn() in the runtime, at once
- * (fn must not wait). */
-static void call_launcher(mh_host *host, const char *fn) {
+/* [-0, +1, -] Calls module's fn() in the runtime at once (fn must not wait),
+ * for one result: 0 with it on the runtime's stack, or -1 (logged, nothing
+ * pushed). */
+static int call_runtime(mh_host *host, const char *module, const char *fn) {
   char err[256];
-  if (mh_runtime_push(host, "moonhive.service.launcher", fn, err, sizeof err) != 0) {
+  if (mh_runtime_push(host, module, fn, err, sizeof err) != 0) {
     mh_log(MH_LOG_ERROR, "serve: %s", err);
-    return;
+    return -1;
   }
   lua_State *R = host->runtime->L;
-  if (lua_pcall(R, 0, 0, 0) != LUA_OK) {
-    mh_log(MH_LOG_ERROR, "serve: launcher.%s failed: %s", fn, lua_tostring(R, -1));
+  if (lua_pcall(R, 0, 1, 0) != LUA_OK) {
+    mh_log(MH_LOG_ERROR, "serve: %s.%s failed: %s", module, fn, lua_tostring(R, -1));
     lua_pop(R, 1);
+    return -1;
   }
+  return 0;
+}
+
+/* moonhive.service.launcher's fn(), its result dropped */
+static void call_launcher(mh_host *host, const char *fn) {
+  if (call_runtime(host, "moonhive.service.launcher", fn) == 0) lua_pop(host->runtime->L, 1);
 }
 
 /* The first SIGTERM or SIGINT starts the shutdown; later ones change nothing
@@ -93,16 +101,10 @@ static void on_signal(uv_signal_t *h, int signum) {
 /* A new session key for this process (moonhive.service.keys.session):
  * 0 with key filled, or -1 (none: turned off, or it failed). */
 static int session_key(mh_host *host, char *key, size_t len) {
-  char err[256];
-  if (mh_runtime_push(host, "moonhive.service.keys", "session", err, sizeof err) != 0) {
-    mh_log(MH_LOG_ERROR, "serve: %s", err);
-    return -1;
-  }
+  if (call_runtime(host, "moonhive.service.keys", "session") != 0) return -1;
   lua_State *R = host->runtime->L;
-  int status = lua_pcall(R, 0, 1, 0);
-  int ok = status == LUA_OK && lua_type(R, -1) == LUA_TSTRING;
+  int ok = lua_type(R, -1) == LUA_TSTRING;
   if (ok) snprintf(key, len, "%s", lua_tostring(R, -1));
-  else if (status != LUA_OK) mh_log(MH_LOG_ERROR, "serve: no session key: %s", lua_tostring(R, -1));
   lua_pop(R, 1);
   return ok ? 0 : -1;
 }

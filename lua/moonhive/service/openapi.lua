@@ -201,6 +201,16 @@ local schemas = {
   },
 }
 
+-- GET /v1/agents/{name} and /v1/workflows/{name}
+local function get_definition(kind)
+  return op {
+    role = "viewer", tag = kind .. "s", id = "get_" .. kind, summary = ("One %s, with its source"):format(kind),
+    parameters = { path_param("name", ("The %s's name."):format(kind)) },
+    responses = { ["200"] = { description = ("The %s."):format(kind), content = json(ref("DefinitionWithSource")) } },
+    errors = { "404" },
+  }
+end
+
 local function start_run(kind)
   return op {
     role = "operator", tag = kind .. "s", id = "start_" .. kind .. "_run",
@@ -285,23 +295,13 @@ local paths = {
   ["/v1/agents"] = { get = listing {
     tag = "agents", id = "list_agents", summary = "The agents this server can run", key = "agents", item = "Definition",
   } },
-  ["/v1/agents/{name}"] = { get = op {
-    role = "viewer", tag = "agents", id = "get_agent", summary = "One agent, with its source",
-    parameters = { path_param("name", "The agent's name.") },
-    responses = { ["200"] = { description = "The agent.", content = json(ref("DefinitionWithSource")) } },
-    errors = { "404" },
-  } },
+  ["/v1/agents/{name}"] = { get = get_definition("agent") },
   ["/v1/agents/{name}/runs"] = { post = start_run("agent") },
   ["/v1/workflows"] = { get = listing {
     tag = "workflows", id = "list_workflows", summary = "The workflows this server can run",
     key = "workflows", item = "Definition",
   } },
-  ["/v1/workflows/{name}"] = { get = op {
-    role = "viewer", tag = "workflows", id = "get_workflow", summary = "One workflow, with its source",
-    parameters = { path_param("name", "The workflow's name.") },
-    responses = { ["200"] = { description = "The workflow.", content = json(ref("DefinitionWithSource")) } },
-    errors = { "404" },
-  } },
+  ["/v1/workflows/{name}"] = { get = get_definition("workflow") },
   ["/v1/workflows/{name}/runs"] = { post = start_run("workflow") },
   ["/v1/chat/completions"] = { post = op {
     role = "operator", tag = "chat", id = "chat_completions",
