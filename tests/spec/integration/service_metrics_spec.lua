@@ -192,11 +192,15 @@ describe("GET /metrics", function()
       runs.finish{status = "succeeded", output = "done"}
     ]])
     local p = H.spawn({ "run", "slow.lua" }, { cwd = P.dir, env = P.env() })
+    -- scrape every 100 ms (H.wait_until would sleep in the loop until the
+    -- silent child exits) until the run shows or ends
     local seen
-    H.wait_until(function()
+    for _ = 1, 150 do
       seen = scrape()
-      return value(seen, "moonhive_active_runs") == active + 1 or p.exited
-    end, 15000)
+      H.flush()
+      if value(seen, "moonhive_active_runs") == active + 1 or p.exited then break end
+      require("luv").sleep(100)
+    end
     assert(not p.exited or value(seen, "moonhive_active_runs") == active + 1,
            "the slow run ended before a scrape saw it: " .. p.stderr())
     assert.equal(active + 1, value(seen, "moonhive_active_runs"))
