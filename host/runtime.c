@@ -7,6 +7,7 @@
 #include <lauxlib.h>
 
 #include "log.h"
+#include "sandbox.h"
 
 static const char MODULES_KEY = 0; /* runtime registry: module name -> module table */
 
@@ -56,23 +57,36 @@ static int load_entry(lua_State *L) {
   return 1;
 }
 
+/* Calls shutdown() of every runtime module loaded so far (not only the entry
+ * points: a helper such as moonhive.tally has buffered writes to flush).
+ * They are gathered first, since a shutdown may require a module and so
+ * add to the cache being walked. */
 void mh_runtime_shutdown(mh_host *host) {
   if (host->runtime == NULL) return;
   lua_State *L = host->runtime->L;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &MODULES_KEY) != LUA_TTABLE) { /* cache|nil */
-    lua_pop(L, 1);
-    return;
-  }
-  lua_pushnil(L);                                               /* cache nil */
-  while (lua_next(L, -2)) {                                     /* cache name mod */
-    int type = lua_istable(L, -1) ? lua_getfield(L, -1, "shutdown") : LUA_TNONE; /* cache name mod [field] */
-    if (type == LUA_TFUNCTION && lua_pcall(L, 0, 0, 0) != LUA_OK) {       /* cache name mod [msg] */
-      mh_log(MH_LOG_WARN, "runtime module %s: shutdown failed: %s", lua_tostring(L, -3), lua_tostring(L, -1));
-      lua_pop(L, 1);
-    } else if (type != LUA_TFUNCTION && type != LUA_TNONE) {
-      lua_pop(L, 1);                                            /* cache name mod */
+  if (!lua_checkstack(L, 8)) return;
+  lua_newtable(L);                                              /* hooks */
+  mh_sandbox_push_loaded(L);                                    /* hooks loaded */
+  lua_pushnil(L);                                               /* hooks loaded nil */
+  while (lua_next(L, -2)) {                                     /* hooks loaded name mod */
+    if (lua_istable(L, -1)) {
+      if (lua_getfield(L, -1, "shutdown") == LUA_TFUNCTION) {   /* ... name mod fn */
+        lua_pushvalue(L, -3);                                   /* ... name mod fn name */
+        lua_insert(L, -2);                                      /* ... name mod name fn */
+        lua_rawset(L, -6);                                      /* hooks[name] = fn; ... name mod */
+      } else {
+        lua_pop(L, 1);                                          /* ... name mod */
+      }
     }
-    lua_pop(L, 1);                                              /* cache name */
+    lua_pop(L, 1);                                              /* hooks loaded name */
+  }
+  lua_pop(L, 1);                                                /* hooks */
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {                                     /* hooks name fn */
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {                      /* hooks name [msg] */
+      mh_log(MH_LOG_WARN, "runtime module %s: shutdown failed: %s", lua_tostring(L, -2), lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
   }
   lua_pop(L, 1);
 }

@@ -413,6 +413,8 @@ static void set_library(lua_State *L, int base, const char *name) {
   lua_setfield(L, base, name);
 }
 
+void mh_sandbox_push_loaded(lua_State *L) { lua_rawgetp(L, LUA_REGISTRYINDEX, &LOADED_KEY); }
+
 /* [-0, +1, e] opens a standard library without touching the global table */
 static void open_std(lua_State *L, lua_CFunction openf) {
   lua_pushcfunction(L, openf);

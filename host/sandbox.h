@@ -10,6 +10,9 @@ void mh_sandbox_open(lua_State *L);
 /* [-0, +1, m] Pushes a fresh script environment (misses read the base;
  * an undefined global raises). */
 void mh_sandbox_new_env(lua_State *L);
+
+/* [-0, +1, -] pushes require's cache: module name -> what the module returned. */
+void mh_sandbox_push_loaded(lua_State *L);
 /* [-1, +1, m] Replaces the table on top with a read-only proxy of it. */
 void mh_sandbox_readonly(lua_State *L);
 /* [-0, +0, v] After a protected call failed with `status` (error object on

@@ -11,6 +11,7 @@
 -- may name any model).
 
 local database = require "moonhive.db"
+local time = require "time"
 
 local _M = {}
 
@@ -44,8 +45,15 @@ local TOOL_SQL = [[
   INSERT INTO tool_usage (tool, ok, calls)
   SELECT CASE WHEN EXISTS (SELECT 1 FROM tool_usage WHERE tool = ?1)
                 OR (SELECT count(DISTINCT tool) FROM tool_usage) < ?2 THEN ?1 ELSE ']] .. _M.OTHER .. [[' END,
-         ?3, 1 WHERE true
-  ON CONFLICT (tool, ok) DO UPDATE SET calls = calls + 1]]
+         ?3, ?4 WHERE true
+  ON CONFLICT (tool, ok) DO UPDATE SET calls = calls + excluded.calls]]
+
+local FLUSH_EVERY_MS = 1000
+
+-- Counts not yet written: key -> row of increments, and the rows in the
+-- order their names first came (past MAX_SERIES, the later names are "(other)").
+local models, tools = {}, {}
+local pending, last_flush = false, time.monotonic()
 
 local function write(what, sql, ...)
   local db, err = database.get()
@@ -54,27 +62,68 @@ local function write(what, sql, ...)
   if not ok then log.warn(("metrics: cannot count %s: %s"):format(what, tostring(e))) end
 end
 
+-- Writes every pending count (they join the loop turn's group commit).
+function _M.flush()
+  if not pending then return end
+  local m, t = models, tools
+  models, tools, pending, last_flush = {}, {}, false, time.monotonic()
+  for _, r in ipairs(m) do
+    write("model calls", MODEL_SQL, _M.clean(r.provider), _M.clean(r.model), MAX_SERIES, r.calls, r.errors,
+          r.cache_hits, r.tokens_in, r.tokens_out, r.cost)
+  end
+  for _, r in ipairs(t) do write("tool calls", TOOL_SQL, _M.clean(r.tool), MAX_SERIES, r.ok, r.calls) end
+end
+
+_M.shutdown = _M.flush
+
+local function added()
+  pending = true
+  if time.monotonic() - last_flush >= FLUSH_EVERY_MS then _M.flush() end
+end
+
 local function whole(n) return math.max(0, math.floor(tonumber(n) or 0)) end
 
 -- One chat call to provider's model: its result (usage, cost, cached) or,
 -- when it failed, nil. An unresolved model (an unknown provider) counts as
 -- provider "(none)".
 function _M.model_call(provider, model, res)
+  provider, model = tostring(provider or "(none)"), provider and tostring(model) or "(none)"
+  local key = provider .. "\0" .. model
+  local r = models[key]
+  if not r then
+    r = { provider = provider, model = model, calls = 0, errors = 0, cache_hits = 0, tokens_in = 0,
+          tokens_out = 0, cost = 0 }
+    models[key] = r
+    models[#models + 1] = r
+  end
   local usage = res and type(res.usage) == "table" and res.usage or {}
-  write("a model call", MODEL_SQL, _M.clean(provider or "(none)"), _M.clean(provider and model or "(none)"),
-        MAX_SERIES, res and 1 or 0, res and 0 or 1, res and res.cached and 1 or 0, whole(usage.input),
-        whole(usage.output), res and tonumber(res.cost) or 0)
+  if res then r.calls = r.calls + 1 else r.errors = r.errors + 1 end
+  if res and res.cached then r.cache_hits = r.cache_hits + 1 end
+  r.tokens_in = r.tokens_in + whole(usage.input)
+  r.tokens_out = r.tokens_out + whole(usage.output)
+  r.cost = r.cost + (res and tonumber(res.cost) or 0)
+  added()
 end
 
 -- One tool result: the tool's name and whether it succeeded.
 function _M.tool_result(name, ok)
-  write("a tool call", TOOL_SQL, _M.clean(name), MAX_SERIES, ok and 1 or 0)
+  name = tostring(name or "")
+  local key = (ok and "1" or "0") .. name
+  local r = tools[key]
+  if not r then
+    r = { tool = name, ok = ok and 1 or 0, calls = 0 }
+    tools[key] = r
+    tools[#tools + 1] = r
+  end
+  r.calls = r.calls + 1
+  added()
 end
 
 -- The totals: {runs = {{kind, status, n}}, models = {{provider, model, calls,
 -- errors, cache_hits, tokens_in, tokens_out, cost}}, tools = {{tool, ok, calls}}},
 -- or nil and a message.
 function _M.totals()
+  _M.flush()
   local db, err = database.get()
   if not db then return nil, err end
   local out = {}
