@@ -209,6 +209,12 @@ int mh_cmd_serve(int argc, char **argv) {
     while (!st.stopped) uv_run(&loop, UV_RUN_ONCE);
     code = 1;
   } else {
+    /* before the address is printed: whoever reads it may signal at once */
+    uv_signal_init(&loop, &st.term);
+    uv_signal_init(&loop, &st.intr);
+    st.term.data = st.intr.data = &st;
+    uv_signal_start(&st.term, on_signal, SIGTERM);
+    uv_signal_start(&st.intr, on_signal, SIGINT);
     const char *fmt = strchr(ip, ':') ? "http://[%s]:%d/" : "http://%s:%d/";
     char url[128], key[128];
     snprintf(url, sizeof url, fmt, ip, mh_server_port(st.server));
@@ -217,11 +223,6 @@ int mh_cmd_serve(int argc, char **argv) {
     fflush(stdout);
     if (st.launcher) start_resume(&st);
     fprintf(stderr, "{\"level\":\"info\",\"event\":\"listening\",\"url\":\"%s\"}\n", url);
-    uv_signal_init(&loop, &st.term);
-    uv_signal_init(&loop, &st.intr);
-    st.term.data = st.intr.data = &st;
-    uv_signal_start(&st.term, on_signal, SIGTERM);
-    uv_signal_start(&st.intr, on_signal, SIGINT);
     while (!st.stopped || (st.launcher && mh_launcher_live(st.launcher) > 0 && !st.grace_over))
       uv_run(&loop, UV_RUN_ONCE);
     if (st.launcher && mh_launcher_live(st.launcher) > 0) {

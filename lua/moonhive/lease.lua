@@ -52,7 +52,7 @@ end
 
 -- Whether owner is a process of this host, in this pid namespace, that no
 -- longer exists.
-local function gone(owner)
+function _M.gone(owner)
   _M.owner()
   local hostname, ns, pid = parse(owner)
   return pid ~= nil and hostname == me.hostname and ns == me.pidns and ns ~= "" and not host.alive(pid)
@@ -82,7 +82,7 @@ function _M.take(s, id)
   local ms, err = _M.duration()
   if not ms then return nil, err end
   local ok, h = s.runs.lease(id, _M.owner(), ms)
-  if ok == false and h.owner and gone(h.owner) then ok, h = s.runs.lease(id, _M.owner(), ms, { gone = h.owner }) end
+  if ok == false and h.owner and _M.gone(h.owner) then ok, h = s.runs.lease(id, _M.owner(), ms, { gone = h.owner }) end
   if ok == nil then return nil, h end
   if not ok then
     return nil, ("run %s is being executed by %s; resume it after that if that process is gone"):format(id, _M.describe(h))

@@ -17,12 +17,18 @@
 -- records each model call, with prompt(request): its prompt, capped),
 -- close_step and abandon (the workflow runtime closes step agent runs), and
 -- list/show/children for the CLI (`moonhive runs`, `moonhive trace`) and the
--- service, events_after for the service's live event stream. Tool results
--- recorded here are counted for GET /metrics (moonhive.tally).
+-- service, events_after for the service's live event stream, reap for the
+-- service's start (agent runs whose process died). Tool results recorded
+-- here are counted for GET /metrics (moonhive.tally).
+--
+-- An agent run's lease_owner column names the process that runs it
+-- (moonhive.lease's owner id; workflow runs hold a lease there), so a run
+-- whose process was killed can be told from one still running.
 
 local cjson = require "cjson"
 local crypto = require "crypto"
 local database = require "moonhive.db"
+local lease = require "moonhive.lease"
 local tally = require "moonhive.tally"
 
 local _M = {}
@@ -103,9 +109,10 @@ end
 -- version (SHA-256) when known: its id, or nil and a message.
 local function create(db, agent, input, parent, step, at, version)
   local id = new_id()
-  local ok, e = db:run([[INSERT INTO runs (id, agent, status, input, started_at, parent_run, parent_step, version)
-                         VALUES (?, ?, 'running', ?, ?, ?, ?, ?)]],
-                       id, agent, input, at or time.now(), parent, step, version)
+  local ok, e = db:run([[INSERT INTO runs (id, agent, status, input, started_at, parent_run, parent_step, version,
+                                           lease_owner)
+                         VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)]],
+                       id, agent, input, at or time.now(), parent, step, version, lease.owner())
   if not ok then return nil, e end
   seqs[id] = 0
   if parent then
@@ -236,6 +243,31 @@ function _M.abandon(parent, msg)
   if not ok then return nil, e end
   for _, r in ipairs(rows) do seqs[r.id], ancestors[r.id] = nil, nil end
   return true
+end
+
+-- Fails every agent run still recorded as running whose process is known
+-- to be gone (same host and pid namespace, no process with its pid: killed,
+-- crashed): a killed `moonhive run` or server leaves them behind, and they
+-- would count as active runs forever. Runs of other hosts are left alone.
+-- The number of runs failed | nil, message.
+function _M.reap()
+  local db, err = database.get()
+  if not db then return nil, err end
+  local owners, e = db:query([[SELECT DISTINCT lease_owner AS owner FROM runs
+                               WHERE kind = 'agent' AND status = 'running' AND lease_owner IS NOT NULL]])
+  if not owners then return nil, e end
+  local n = 0
+  for _, o in ipairs(owners) do
+    if lease.gone(o.owner) then
+      local res, e2 = db:run([[UPDATE runs SET status = 'failed', error = ?, finished_at = ?
+                                   WHERE kind = 'agent' AND status = 'running' AND lease_owner = ?]],
+                                 ("interrupted: the process running it (%s) ended"):format(lease.describe{ owner = o.owner }),
+                                 time.now(), o.owner)
+      if not res then return nil, e2 end
+      n = n + res.changes
+    end
+  end
+  return n
 end
 
 -- text cut to at most n bytes (on a UTF-8 boundary), saying how much is left out.

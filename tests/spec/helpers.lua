@@ -385,7 +385,7 @@ end
 -- Starts `moonhive serve --port 0` (env: extra variables; opts.cwd, opts.args:
 -- more arguments) and waits for its address. Returns the process (H.spawn)
 -- with .port, .url(path), .key (the session key it printed) and .stop() ->
--- exit code after SIGTERM.
+-- exit status after SIGTERM.
 function H.start_service(env, opts)
   opts = opts or {}
   local args = { "serve", "--port", "0" }
@@ -401,9 +401,10 @@ function H.start_service(env, opts)
   p.port = port
   p.key = p.stdout():match("#key=(mh_session_%x+)")
   function p.url(path) return "http://127.0.0.1:" .. port .. (path or "") end
-  function p.stop()
+  function p.stop() -- a death by the signal itself (no handler yet) is 128 + its number, not 0
     p.kill("sigterm")
-    return p.wait().code
+    local r = p.wait()
+    return (r.signal or 0) ~= 0 and 128 + r.signal or r.code
   end
   return p
 end

@@ -10,7 +10,8 @@
 --       its report as JSON text.
 --   cancel(id)      stops a run of this process (after the store says cancelled)
 --   resume_all()    resumes every unfinished workflow run this process can
---                   take over (at the service's start); returns how many
+--                   take over (at the service's start); returns how many.
+--                   First fails the agent runs whose process died (runs.reap)
 --   drain()         the service is stopping (moonhive.workflows.drain)
 --   ended(id, kind, ok, result)   called by C when a launched run ends
 
@@ -60,6 +61,9 @@ function _M.ended(id, kind, ok, result)
 end
 
 function _M.resume_all()
+  local reaped, why = runs.reap()
+  if not reaped then log.warn("serve: agent runs of ended processes: " .. tostring(why))
+  elseif reaped > 0 then log.info(("serve: %d agent run(s) of processes that ended marked failed"):format(reaped)) end
   local token = workflows.grant()
   local res, err = workflows.unfinished{ token = token }
   if not res then return nil, err end

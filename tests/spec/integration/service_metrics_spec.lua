@@ -210,6 +210,37 @@ describe("GET /metrics", function()
     assert.equal(active, value(after, "moonhive_active_runs"))
     assert.equal(succeeded + 1, value(after, "moonhive_runs", { kind = "agent", status = "succeeded" }))
   end)
+
+  it("no longer counts an agent run whose process was killed once a server starts", function()
+    H.write(P.dir .. "/stuck.lua", [[
+      local r = runs.start{agent = "stuck", input = "x"}
+      print(r.id)
+      sleep(60000)
+    ]])
+    local p = H.spawn({ "run", "stuck.lua" }, { cwd = P.dir, env = P.env() })
+    local id
+    for _ = 1, 150 do
+      H.flush()
+      id = p.stdout():match("(%x+%-%x+)")
+      if id or p.exited then break end
+      require("luv").sleep(100)
+    end
+    assert(id, "the run did not start: " .. p.stderr())
+    local before = scrape()
+    local active = value(before, "moonhive_active_runs")
+    p.kill("sigkill")
+    p.wait()
+    -- the store still says running: nothing in the killed process could say otherwise
+    local shown = cjson.decode(H.curl({ "-H", "Authorization: Bearer " .. key, srv.url("/v1/runs/" .. id) }).stdout)
+    assert.equal("running", shown.status)
+    -- a second server on the same store starts: it fails the run, naming the process
+    local other = H.start_service(P.env())
+    assert.equal(0, other.stop())
+    shown = cjson.decode(H.curl({ "-H", "Authorization: Bearer " .. key, srv.url("/v1/runs/" .. id) }).stdout)
+    assert.equal("failed", shown.status)
+    assert.matches("interrupted: the process running it (pid " .. p.pid .. " on host", shown.error, 1, true)
+    assert.equal(active - 1, value(scrape(), "moonhive_active_runs"))
+  end)
 end)
 
 describe("GET /metrics label values", function()
