@@ -34,7 +34,7 @@ const char mh_help_run[] =
   "message and a traceback go to stderr and the status is 1.\n"
   "\n"
   "A file that returns an agent (agents/*.lua) runs as that agent with ARGS\n"
-  "joined as its task: progress (model tokens, tool calls and results) on\n"
+  "joined as its task (or --input TEXT): progress (model tokens, tool calls and results) on\n"
   "stderr, the answer on stdout; the run is recorded (moonhive runs).\n"
   "A file that returns a workflow starts a durable run of it: --input JSON\n"
   "after the file gives its input; steps on stderr, the output on stdout\n"

@@ -436,7 +436,10 @@ end
 -- words as input, showing progress on stderr and the answer on stdout (or
 -- one JSON object when json_out).
 function M.main(a, json_out, ...)
-  local input = table.concat({ ... }, " ")
+  local args = { ... }
+  -- `--input TEXT`, as workflows take it, is the task too (JSON text stays text)
+  if args[1] == "--input" and #args == 2 then table.remove(args, 1) end
+  local input = table.concat(args, " ")
   if input == "" then error(("agent '%s' needs a task: moonhive run FILE \"task\""):format(a.name), 0) end
   local on_event = not json_out and M.progress() or nil
   local ok, output, report = pcall(a.run, a, input, { on_event = on_event })

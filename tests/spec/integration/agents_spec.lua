@@ -114,6 +114,12 @@ return agent{
     assert.equals("", res.stderr)
   end)
 
+  it("takes its task after --input too, as a workflow takes its input", function()
+    local res = run({"run", "--json", "agents/helper.lua", "--input", "hello there"})
+    ok(res)
+    assert.equals("mock: hello there", cjson.decode(res.stdout).output)
+  end)
+
   it("invalid arguments, unknown tools and tool errors go back to the model as tool results", function()
     local res = run({"run", "agents/helper.lua",
                      'go [tool:add:{"a":"x"}] [tool:nope:{}] [tool:boom:{}] [tool:add:{"a":1,"b":1}]'})
