@@ -139,7 +139,7 @@ static mh_registry *open_registry(serve_state *st, int watch) {
   mh_registry *reg = mh_registry_open(st->host, NULL, MH_REG_SHIPPED | (watch ? 0 : MH_REG_ONCE), NULL, NULL, err,
                                       sizeof err);
   if (reg == NULL) {
-    fprintf(stderr, "{\"level\":\"warn\",\"event\":\"no agents or workflows\",\"why\":\"%s\"}\n", err);
+    mh_report(MH_LOG_WARN, "no agents or workflows", "%s", err);
     return NULL;
   }
   while (!mh_registry_ready(reg)) uv_run(st->host->loop, UV_RUN_ONCE);
@@ -193,6 +193,7 @@ int mh_cmd_serve(int argc, char **argv) {
     uv_loop_close(&loop);
     return 2;
   }
+  mh_log_json(1); /* from here on stderr is the service's JSON log */
   serve_state st = {.host = &host};
   st.grace_ms = limits.shutdown_grace_ms;
   uv_timer_init(&loop, &st.grace);

@@ -20,6 +20,7 @@
 
 #include <lauxlib.h>
 
+#include "log.h"
 #include "mod_crypto.h"
 #include "mod_versions.h"
 #include "runtime.h"
@@ -207,7 +208,7 @@ static int in_runtime(mh_registry *reg, lua_CFunction fn, void *ud, char *err, s
 static int rt_run(rt_call *c) {
   char err[512];
   if (in_runtime(c->reg, rt_call_protected, c, err, sizeof err) == 0) return 0;
-  fprintf(stderr, "[reload] the registry failed: %s\n", err);
+  mh_report(MH_LOG_ERROR, "reload", "the registry failed: %s", err);
   return -1;
 }
 
@@ -285,7 +286,7 @@ static void settle(check *c, const char *kind, const char *title, const char *de
                                {"shipped", shipped}}};
     if (rt_run(&call) == 0) {
       if (reg->ready)
-        fprintf(stderr, "[reload] %s: version %.12s loaded%s%.12s%s\n", display, c->hash,
+        mh_report(MH_LOG_INFO, "reload", "%s: version %.12s loaded%s%.12s%s", display, c->hash,
                 call.result[0] ? " (was " : "", call.result, call.result[0] ? ")" : "");
       notify(reg, MH_REG_LOADED, c->path);
     }
@@ -295,8 +296,8 @@ static void settle(check *c, const char *kind, const char *title, const char *de
                     .fields = {{"path", c->path}, {"display", display}, {"kind", want}, {"name", name},
                                {"hash", c->hash}, {"error", error}, {"shipped", shipped}}};
     rt_run(&call);
-    if (call.result[0]) fprintf(stderr, "[reload] %s (keeping version %.12s)\n", error, call.result);
-    else fprintf(stderr, "[reload] %s (no version loaded)\n", error);
+    if (call.result[0]) mh_report(MH_LOG_WARN, "reload", "%s (keeping version %.12s)", error, call.result);
+    else mh_report(MH_LOG_WARN, "reload", "%s (no version loaded)", error);
     notify(reg, MH_REG_FAILED, c->path);
   }
   fflush(stderr);
@@ -413,8 +414,7 @@ static void handle_file(mh_registry *reg, const char *path, const char *kind, in
   if (text == NULL && access(path, F_OK) != 0) {
     rt_call call = {.reg = reg, .fn = "removed", .fields = {{"path", path}}};
     if (rt_run(&call) == 0 && call.result[0]) {
-      fprintf(stderr, "[reload] %s: removed (it was version %.12s)\n", display_of(reg, path), call.result);
-      fflush(stderr);
+      mh_report(MH_LOG_INFO, "reload", "%s: removed (it was version %.12s)", display_of(reg, path), call.result);
       notify(reg, MH_REG_REMOVED, path);
     }
     return;

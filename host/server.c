@@ -150,23 +150,6 @@ int mh_server_limits_init(mh_server_limits *l, char *err, size_t errlen) {
 /* ---- the access log ---- */
 
 /* Appends s as the inside of a JSON string (client-controlled text). */
-static void log_escaped(mh_membuf *b, const char *s, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    char esc[8];
-    if (ch == '"' || ch == '\\') {
-      esc[0] = '\\';
-      esc[1] = (char)ch;
-      mh_membuf_append(b, esc, 2);
-    } else if (ch < 0x20 || ch >= 0x7f) {
-      snprintf(esc, sizeof esc, "\\u%04x", ch);
-      mh_membuf_append(b, esc, 6);
-    } else {
-      mh_membuf_append(b, &s[i], 1);
-    }
-  }
-}
-
 static void log_flush_now(mh_server *s) {
   size_t off = 0;
   while (off < s->log.len) {
@@ -196,9 +179,9 @@ static void log_request(mh_conn *c) {
                    "\"event\":\"http\",\"method\":\"", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
                    tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
   mh_membuf_append(&s->log, head, (size_t)n);
-  log_escaped(&s->log, c->method, strlen(c->method));
+  mh_log_escape(&s->log, c->method, strlen(c->method));
   mh_membuf_append(&s->log, "\",\"path\":\"", 10);
-  log_escaped(&s->log, c->path, strlen(c->path));
+  mh_log_escape(&s->log, c->path, strlen(c->path));
   double ms = c->started_ns ? (double)(uv_hrtime() - c->started_ns) / 1e6 : 0;
   n = snprintf(head, sizeof head, "\",\"status\":%d,\"bytes\":%zu,\"ms\":%.3f,\"remote\":\"%s\"}\n", c->status,
                c->sent, ms, c->remote);
@@ -394,7 +377,7 @@ void mh_conn_stream_end(mh_conn *c) {
 static void respond_error(mh_conn *c, int status, const char *message) {
   char body[320];
   mh_membuf esc = {0};
-  log_escaped(&esc, message, strlen(message));
+  mh_log_escape(&esc, message, strlen(message));
   int n = snprintf(body, sizeof body, "{\"error\":{\"status\":%d,\"message\":\"%.*s\"}}\n", status,
                    (int)(esc.len > 256 ? 256 : esc.len), esc.data ? esc.data : "");
   mh_membuf_free(&esc);

@@ -204,6 +204,23 @@ describe("moonhive serve: agents and workflows", function()
     local _, b = call(srv, srv.key, "POST", "/v1/agents/greeter/runs?wait=true", '{"input":"hi"}')
     assert.equal("v2", b.output)
     assert.are_not.equal(a.version, b.version)
+    -- an edit that does not load keeps v2, and says why in the JSON log
+    H.write(p.dir .. "/agents/greeter.lua", "return agent{ name = \"greeter\",\n  run = }\n")
+    assert.is_true(H.wait_until(function() return srv.stderr():find("keeping version", 1, true) ~= nil end, 10000))
+    local _, c = call(srv, srv.key, "POST", "/v1/agents/greeter/runs?wait=true", '{"input":"hi"}')
+    assert.equal("v2", c.output)
+    assert.equal(0, srv.stop())
+    local reloads = {}
+    for line in srv.stderr():gmatch("[^\n]+") do
+      local ok, v = pcall(cjson.decode, line)
+      assert(ok and type(v) == "table", "not a JSON line: " .. line)
+      if v.event == "reload" and v.message:find("agents/greeter.lua", 1, true) == 1 then reloads[#reloads + 1] = v end
+    end
+    assert.equal(2, #reloads, srv.stderr())
+    assert.equal("info", reloads[1].level)
+    assert.matches("^agents/greeter.lua: version %x+ loaded %(was %x+%)$", reloads[1].message)
+    assert.equal("warn", reloads[2].level)
+    assert.matches('agents/greeter.lua:2: unexpected symbol near \'}\' (keeping version ', reloads[2].message, 1, true)
   end)
 
   it("prints a session key on stdout only; it is admin for this process alone", function()
