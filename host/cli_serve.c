@@ -30,7 +30,8 @@ const char mh_help_serve[] =
   "only, are printed on stdout. Agents and workflows come from the project's\n"
   "agents/ and workflows/, then the ones shipped with moonhive; --watch reloads\n"
   "them as their files change (runs in flight keep their version). Unfinished\n"
-  "workflow runs resume at the start. One JSON line per request goes to stderr\n"
+  "workflow runs resume at the start; queued ones (run --enqueue) and those\n"
+  "whose process died (lease expired) are taken every second. One JSON line per request goes to stderr\n"
   "(MOONHIVE_ACCESS_LOG=off to silence). SIGTERM or SIGINT stops accepting,\n"
   "lets requests in flight finish and workflow runs reach a journaled point\n"
   "(MOONHIVE_SHUTDOWN_GRACE_MS, default 10000, then they are cancelled) and\n"
@@ -40,14 +41,17 @@ const char mh_help_serve[] =
   "MOONHIVE_HTTP_{HEAD,BODY,IDLE,SEND}_TIMEOUT_MS, MOONHIVE_HTTP_MAX_CONNECTIONS\n"
   "(see docs/service.md).\n";
 
+#define POLL_MS 1000 /* how often the service looks for queued and abandoned workflow runs */
+
 typedef struct serve_state {
   uv_signal_t term, intr;
   uv_timer_t grace;          /* for the launched runs to reach a journaled point */
+  uv_timer_t poll;           /* every POLL_MS: queued and abandoned workflow runs */
   mh_host *host;
   mh_server *server;
   mh_launcher *launcher;     /* NULL without a registry */
   int stopping, stopped, grace_over;
-  int resuming;              /* the automatic resume is under way */
+  int resuming;              /* the automatic resume or a poll is under way */
   unsigned grace_ms;
 } serve_state;
 
@@ -93,6 +97,7 @@ static void on_signal(uv_signal_t *h, int signum) {
           st->launcher ? mh_launcher_live(st->launcher) : 0);
   if (st->stopping) return;
   st->stopping = 1;
+  uv_timer_stop(&st->poll);
   if (st->launcher) call_launcher(st->host, "drain"); /* workflow runs stop at their next journaled point */
   mh_server_shutdown(st->server, closed, st);
   uv_timer_start(&st->grace, grace_over, st->grace_ms, 0);
@@ -115,22 +120,29 @@ static void resumed(mh_run *run, void *ud) {
   lua_State *co = run->co;
   if (run->state != MH_RUN_OK) {
     mh_log(MH_LOG_ERROR, "serve: resuming unfinished workflow runs failed: %s", run->error ? run->error : "");
+  } else if (run->nres >= 2 && lua_isnil(co, lua_gettop(co) - run->nres + 1)) {
+    mh_log(MH_LOG_ERROR, "serve: resuming unfinished workflow runs failed: %s",
+           lua_tostring(co, lua_gettop(co) - run->nres + 2));
   } else if (run->nres >= 1 && lua_tointeger(co, lua_gettop(co) - run->nres + 1) > 0) {
     fprintf(stderr, "{\"level\":\"info\",\"event\":\"resumed\",\"runs\":%lld}\n",
             (long long)lua_tointeger(co, lua_gettop(co) - run->nres + 1));
   }
 }
 
-/* Starts resuming every unfinished workflow run this process can take over
- * (moonhive.service.launcher's resume_all, a run of the runtime). */
-static void start_resume(serve_state *st) {
+/* Starts moonhive.service.launcher's fn, a run of the runtime: resume_all
+ * (every unfinished workflow run this process can take over) or poll (the
+ * queued ones and those whose lease expired). One at a time. */
+static void start_resume(serve_state *st, const char *fn) {
   char err[256];
-  if (mh_runtime_push(st->host, "moonhive.service.launcher", "resume_all", err, sizeof err) != 0) {
+  if (st->resuming || st->stopping) return;
+  if (mh_runtime_push(st->host, "moonhive.service.launcher", fn, err, sizeof err) != 0) {
     mh_log(MH_LOG_ERROR, "serve: %s", err);
     return;
   }
   st->resuming = mh_run_start(st->host->runtime, 0, resumed, st) != NULL;
 }
+
+static void poll_tick(uv_timer_t *t) { start_resume(t->data, "poll"); }
 
 /* Loads the agents and workflows (the registry's first reading) and opens
  * the launcher on them; without any, the service runs without them. */
@@ -198,6 +210,8 @@ int mh_cmd_serve(int argc, char **argv) {
   st.grace_ms = limits.shutdown_grace_ms;
   uv_timer_init(&loop, &st.grace);
   st.grace.data = &st;
+  uv_timer_init(&loop, &st.poll);
+  st.poll.data = &st;
   mh_registry *reg = open_registry(&st, watch);
   st.server = mh_server_new(&host, &limits);
   int code = 0;
@@ -222,7 +236,10 @@ int mh_cmd_serve(int argc, char **argv) {
     if (session_key(&host, key, sizeof key) == 0) printf("moonhive serving on %s (dashboard: %s#key=%s)\n", url, url, key);
     else printf("moonhive serving on %s (dashboard: %s)\n", url, url);
     fflush(stdout);
-    if (st.launcher) start_resume(&st);
+    if (st.launcher) {
+      start_resume(&st, "resume_all");
+      uv_timer_start(&st.poll, poll_tick, POLL_MS, POLL_MS);
+    }
     fprintf(stderr, "{\"level\":\"info\",\"event\":\"listening\",\"url\":\"%s\"}\n", url);
     while (!st.stopped || (st.launcher && mh_launcher_live(st.launcher) > 0 && !st.grace_over))
       uv_run(&loop, UV_RUN_ONCE);
@@ -239,6 +256,7 @@ int mh_cmd_serve(int argc, char **argv) {
     signal(SIGINT, SIG_IGN);
   }
   uv_close((uv_handle_t *)&st.grace, NULL);
+  uv_close((uv_handle_t *)&st.poll, NULL);
   mh_launcher_free(st.launcher);
   mh_registry_close(reg);
   mh_server_free(st.server);

@@ -13,11 +13,13 @@
 --       process (moonhive.lease); C binds the calling script to it (as
 --       runs.start does). queue = true: the run is only enqueued (status
 --       pending, no lease) for a `runs resume` or a service to claim
---   unfinished{id=, token=} -> {runs = {{id=, workflow=, path=, source=, version=}, ...}, busy = {message, ...}}
+--   unfinished{id=, token=, free=} -> {runs = {{id=, workflow=, path=, source=, version=}, ...}, busy = {message, ...}}
 --       what `moonhive runs resume [ID]` runs again, with the source each
 --       run started with, each now leased to this process: run ID (an
 --       error when another live process holds it), or every unfinished run
---       whose lease it could take (busy: why the others were left alone)
+--       whose lease it could take (busy: why the others were left alone);
+--       free: only pending runs and runs with no live lease (the service's
+--       poll). A run this process already executes is never listed.
 --   attach{id=, token=} -> {id=, workflow=, input=, status=, started_at=, journal = {[step] = entry},
 --                           agents = {NAME = {hash=, path=, source=}}}
 --       binds the calling script to an unfinished run this process holds
@@ -143,12 +145,13 @@ function _M.unfinished(req)
     list[1] = mine
   else
     local all
-    all, e = s.runs.unfinished{ kind = "workflow" }
+    all, e = s.runs.unfinished{ kind = "workflow", free = req.free }
     if not all then return nil, e end
     for _, run in ipairs(all) do
-      local mine, why = take(s, run)
+      -- a run this process executes already is never taken again
+      local mine, why = not lease.holds(run.id) and take(s, run)
       if mine then list[#list + 1] = mine
-      elseif mine == nil then busy[#busy + 1] = why end -- false: another process claimed it first
+      elseif mine == nil then busy[#busy + 1] = why end -- false: another process claimed it first, or it is ours
     end
   end
   local out = {}

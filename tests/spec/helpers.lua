@@ -119,15 +119,20 @@ function H.flush()
   uv.run("nowait")
 end
 
--- Turns the loop until pred() is true or ms pass; returns pred().
+-- Turns the loop until pred() is true or ms pass; returns pred(). pred is
+-- checked at least every 50 ms, also when nothing happens on the loop (a
+-- pred that asks a silent child through a process of its own).
 function H.wait_until(pred, ms)
   if pred() then H.flush() return true end
-  local timer = uv.new_timer()
+  local timer, tick = uv.new_timer(), uv.new_timer()
   local expired = false
   timer:start(ms or H.WAIT_MS, 0, function() expired = true end)
+  tick:start(50, 50, function() end)
   while not pred() and not expired do uv.run("once") end
   timer:stop()
   timer:close()
+  tick:stop()
+  tick:close()
   H.flush()
   return pred()
 end

@@ -12,6 +12,8 @@
 --   resume_all()    resumes every unfinished workflow run this process can
 --                   take over (at the service's start); returns how many.
 --                   First fails the agent runs whose process died (runs.reap)
+--   poll()          every second: starts queued workflow runs and takes over
+--                   those whose lease expired; returns how many
 --   drain()         the service is stopping (moonhive.workflows.drain)
 --   ended(id, kind, ok, result)   called by C when a launched run ends
 
@@ -60,14 +62,18 @@ function _M.ended(id, kind, ok, result)
   if kind == "agent" and not ok then runs.interrupt(id, result) end
 end
 
-function _M.resume_all()
-  local reaped, why = runs.reap()
-  if not reaped then log.warn("serve: agent runs of ended processes: " .. tostring(why))
-  elseif reaped > 0 then log.info(("serve: %d agent run(s) of processes that ended marked failed"):format(reaped)) end
-  local token = workflows.grant()
-  local res, err = workflows.unfinished{ token = token }
+local token -- the resume path's grant (moonhive.workflows.grant), one per process
+
+-- Launches every unfinished workflow run workflows.unfinished lists for
+-- req (the grant added); returns how many started, or nil and a message.
+local function launch_unfinished(req, quiet)
+  token = token or workflows.grant()
+  req.token = token
+  local res, err = workflows.unfinished(req)
   if not res then return nil, err end
-  for _, why in ipairs(res.busy or {}) do log.warn("serve: " .. why .. ": left alone") end
+  if not quiet then
+    for _, why in ipairs(res.busy or {}) do log.warn("serve: " .. why .. ": left alone") end
+  end
   local n = 0
   for _, r in ipairs(res.runs) do
     local h, e = launch.start{ kind = "resume", id = r.id, token = token }
@@ -79,6 +85,21 @@ function _M.resume_all()
     end
   end
   return n
+end
+
+function _M.resume_all()
+  local reaped, why = runs.reap()
+  if not reaped then log.warn("serve: agent runs of ended processes: " .. tostring(why))
+  elseif reaped > 0 then log.info(("serve: %d agent run(s) of processes that ended marked failed"):format(reaped)) end
+  return launch_unfinished({})
+end
+
+-- Called every second while the service runs: starts the workflow runs
+-- queued since (`moonhive run --enqueue`, pending) and takes over those whose
+-- lease expired (their process died or froze); runs this process executes
+-- and runs other live processes hold are not touched.
+function _M.poll()
+  return launch_unfinished({ free = true }, true)
 end
 
 return _M

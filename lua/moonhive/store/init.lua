@@ -24,8 +24,10 @@
 --       cancelled) sets finished_at (and, with owner, releases its lease);
 --       a run already cancelled stays cancelled (returns true,
 --       "cancelled"), another finished one is not changed (nil, message)
---   runs.unfinished{kind=} -> {run, ...}
---       runs whose status is pending, running or waiting, oldest first
+--   runs.unfinished{kind=, free=} -> {run, ...}
+--       runs whose status is pending, running or waiting, oldest first;
+--       with free, only the pending ones and those nobody holds a lease on
+--       (none, or it expired)
 --   runs.claim{kind=, id=, owner=, lease_ms=} -> run | false
 --       the queue: the oldest pending run of kind (or run id, when it is
 --       pending) becomes running, with started_at now and leased to owner,

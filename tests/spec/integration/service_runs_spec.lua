@@ -190,6 +190,31 @@ describe("moonhive serve: agents and workflows", function()
     assert.matches('"event":"resumed","runs":1', srv.stderr(), 1, true)
   end)
 
+  it("while it runs, starts queued workflow runs and takes over one whose process was killed", function()
+    local env = p.env({ MOONHIVE_LEASE_MS = "1000" })
+    srv = H.start_service(env, { cwd = p.dir })
+    -- queued by another process after the start: the service's poll claims it
+    local queued = H.ok(H.moonhive({ "run", "workflows/three.lua", "--enqueue", "--input", '"q"' },
+                                   { cwd = p.dir, env = env })):match("%x+%-%x+")
+    assert.is_true(H.wait_until(function() return run_status(srv, srv.key, queued) == "succeeded" end, 15000))
+    assert.equal(3, #H.mock_requests(p.llm))
+    -- a run whose process is killed during its second step: once its lease
+    -- expires the service takes it over and runs the third step only
+    local proc = H.spawn({ "run", "workflows/three.lua", "--input", '"k"' }, { cwd = p.dir, env = env })
+    assert.is_true(H.wait_until(function() return #H.mock_requests(p.llm) == 5 end, 10000))
+    local _, list = call(srv, srv.key, "GET", "/v1/runs")
+    local killed = list.runs[1].id
+    assert.are_not.equal(queued, killed)
+    proc.kill("sigkill")
+    proc.wait()
+    assert.is_true(H.wait_until(function() return run_status(srv, srv.key, killed) == "succeeded" end, 15000))
+    local _, run = run_status(srv, srv.key, killed)
+    assert.same({ "one", "two", "three" }, run.output)
+    -- step 2 was in flight when the process died, so it runs again; step 1 does not
+    assert.equal(7, #H.mock_requests(p.llm))
+    assert.equal(0, srv.stop())
+  end)
+
   it("with --watch, new runs use an agent's new version", function()
     H.write(p.dir .. "/agents/greeter.lua", [[return agent{ name = "greeter", run = function() return "v1" end }]])
     srv = H.start_service(p.env(), { cwd = p.dir, args = { "--watch" } })
