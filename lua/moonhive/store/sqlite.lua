@@ -149,9 +149,14 @@ end
 function _M.runs.unfinished(req)
   local d, err = db()
   if not d then return nil, err end
-  local free = req and req.free and " AND (status = 'pending' OR lease_owner IS NULL OR lease_until < ?)" or ""
-  local rows, e = d:query("SELECT * FROM runs WHERE kind = ? AND status IN " .. UNFINISHED .. free .. " ORDER BY started_at",
-                          req and req.kind or "workflow", time.now())
+  local sql = "SELECT * FROM runs WHERE kind = ? AND status IN " .. UNFINISHED
+  local rows, e
+  if req and req.free then
+    rows, e = d:query(sql .. " AND (status = 'pending' OR lease_owner IS NULL OR lease_until < ?) ORDER BY started_at",
+                      req.kind or "workflow", time.now())
+  else
+    rows, e = d:query(sql .. " ORDER BY started_at", req and req.kind or "workflow")
+  end
   if not rows then return nil, e end
   for i, r in ipairs(rows) do rows[i] = run_row(r) end
   return rows
