@@ -5,13 +5,22 @@
  *       follow_redirects=, compressed=, http_version="1.1"|"2",
  *       stream=function(chunk) end  -- body pieces as they arrive
  *       sse=function(ev) end        -- {event=, data=, id=, retry=} records
- *       sse_data=function(data, event) end } -- the same events, no table
+ *       sse_data=function(data, event) end -- the same events, no table
+ *       sse_text={after=, needed=, refused=, into=, call=} } -- see below
  *   http.get(url [, opts]), http.post(url, body [, opts])
  *
  * res = {status=, headers={lower-case name = value}, body=, url=,
  * http_version=, aborted=}; failures are nil plus a short stable message
  * ("connection refused", "timeout", "idle timeout", ...) and curl's detail.
  * A callback that returns false stops the transfer (res.aborted = true).
+ *
+ * sse_text (trusted runtime only, with sse or sse_data) takes the common
+ * event of a model's stream out of Lua: an event whose data holds a JSON
+ * string right after `after` (jsonscan.string_after's rules, with its
+ * needed/refused guards) skips the sse callback; the string, unless empty,
+ * is appended to the list `into` and passed to `call(text)` (a C function
+ * such as the bridge's emit, so a chunk costs no Lua code). Other events
+ * reach the sse callback as before, in order.
  *
  * Each request is an op (scheduler.h; its memory is a userdata Lua owns)
  * holding one easy handle, its header list, its buffers (charged to the
@@ -32,12 +41,16 @@
 
 #include "http_client.h"
 #include "membuf.h"
+#include "mod_jsonscan.h"
 #include "sandbox.h"
 #include "scheduler.h"
 #include "sse.h"
 #include "stack_check.h"
 
-#define REQ_SLOT 3 /* stack: opts callback req */
+#define REQ_SLOT 3 /* stack: opts callback req [into call after needed refused] */
+#define INTO_SLOT 4 /* with sse_text: its list, its function, then its strings */
+#define CALL_SLOT 5
+#define AFTER_SLOT 6
 #define HIGH_WATER (1u << 20)
 #define MAX_HEADER_BYTES (256u << 10)
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000
@@ -54,6 +67,8 @@ typedef struct http_req {
   struct curl_slist *headers;
   body_mode mode;
   int sse_args;           /* sse_data: events as (data, event), not tables */
+  int has_text;           /* sse_text: its fields are at INTO_SLOT.. */
+  mh_json_after text;     /* its strings, anchored at AFTER_SLOT.. */
   int in_callback;        /* the continuation is running the script's callback */
   int done;               /* curl finished (or we stopped it) */
   CURLcode result;
@@ -307,8 +322,9 @@ static int push_result(lua_State *L, http_req *r) {
 /* ---- the continuation: deliver what arrived, then wait or finish ---- */
 
 /* [-0, +n, m] pushes the next SSE event parsed from pending data (a record,
- * or data and event name for sse_data); returns how many values, 0 if none */
-static int next_sse_event(lua_State *L, http_req *r) {
+ * or data and event name for sse_data; or sse_text's string, with *fn set
+ * to CALL_SLOT); returns how many values, 0 if none */
+static int next_sse_event(lua_State *L, http_req *r, int *fn) {
   while (r->pending_off < r->pending.len) {
     mh_sse_event ev;
     int ready;
@@ -327,6 +343,16 @@ static int next_sse_event(lua_State *L, http_req *r) {
       scrub(r->secret, (char *)ev.data, ev.data_len);
       scrub(r->secret, (char *)ev.event, ev.event_len);
       if (ev.id) scrub(r->secret, (char *)ev.id, ev.id_len);
+      if (r->has_text && mh_json_push_after(L, ev.data, ev.data_len, &r->text)) { /* text */
+        if (lua_rawlen(L, -1) == 0) {
+          lua_pop(L, 1);
+          continue;
+        }
+        lua_pushvalue(L, -1);                               /* text text */
+        lua_rawseti(L, INTO_SLOT, (lua_Integer)lua_rawlen(L, INTO_SLOT) + 1);
+        *fn = CALL_SLOT;
+        return 1;
+      }
       if (r->sse_args) {
         lua_pushlstring(L, ev.data, ev.data_len);
         lua_pushlstring(L, ev.event, ev.event_len);
@@ -351,10 +377,12 @@ static int next_sse_event(lua_State *L, http_req *r) {
   return 0;
 }
 
-/* [-0, +n, m] pushes the next values for the script's callback; returns how many, 0 if none */
-static int next_delivery(lua_State *L, http_req *r) {
+/* [-0, +n, m] pushes the next values for a callback (the script's, at
+ * stack slot *fn); returns how many, 0 if none */
+static int next_delivery(lua_State *L, http_req *r, int *fn) {
+  *fn = 2;
   if (r->aborted || r->pending.len == r->pending_off) return 0;
-  if (r->mode == BODY_SSE) return next_sse_event(L, r); /* scrubs whole events */
+  if (r->mode == BODY_SSE) return next_sse_event(L, r, fn); /* scrubs whole events */
   /* A key split across two reads must not slip through: with a secret, the
    * last len(key) - 1 bytes wait for more data (or the end). */
   size_t hold = r->secret && !r->done ? strlen(r->secret) - 1 : 0;
@@ -379,9 +407,10 @@ static void callback_returned(lua_State *L, http_req *r) {
 
 static int request_step(lua_State *L, http_req *r) {
   for (;;) {
-    int n = next_delivery(L, r);
-    if (n) {                                         /* opts callback req values */
-      lua_pushvalue(L, 2);
+    int fn;
+    int n = next_delivery(L, r, &fn);
+    if (n) {                                         /* opts callback req ... values */
+      lua_pushvalue(L, fn);
       lua_insert(L, -(n + 1));
       r->in_callback = 1;
       int status = lua_pcallk(L, n, 1, 0, REQ_SLOT, request_k);
@@ -426,7 +455,7 @@ typedef struct request_args {
   lua_Integer timeout_ms, connect_timeout_ms, idle_timeout_ms, max_body;
   int follow, has_headers, compressed;
   body_mode mode;
-  int sse_args;
+  int sse_args, has_text;
 } request_args;
 
 static lua_Integer opt_ms(lua_State *L, const char *field, lua_Integer def) {
@@ -454,6 +483,12 @@ static int bad_header_text(const char *s, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return 1;
   return 0;
+}
+
+/* [-0, +5, e] pushes sse_text's (at idx) into, call, after, needed, refused */
+static void push_text_fields(lua_State *L, int idx) {
+  static const char *const fields[] = {"into", "call", "after", "needed", "refused"};
+  for (int i = 0; i < 5; i++) lua_getfield(L, idx, fields[i]);
 }
 
 /* [-0, +0, v] Reads and checks every option; raises on misuse. */
@@ -533,6 +568,19 @@ static void read_args(lua_State *L, request_args *a) {
     a->mode = given == 0 ? BODY_STREAM : BODY_SSE;
     a->sse_args = given == 2;
   }
+  if (lua_getfield(L, 1, "sse_text") != LUA_TNIL) {
+    if (!mh_vm_of(L)->trusted) luaL_error(L, "http: 'sse_text' is not available to sandboxed scripts");
+    if (a->mode != BODY_SSE) luaL_error(L, "http: 'sse_text' needs 'sse' or 'sse_data'");
+    luaL_argexpected(L, lua_istable(L, -1), 1, "sse_text as a table");
+    push_text_fields(L, lua_gettop(L));              /* sse_text into call after needed refused */
+    luaL_argexpected(L, lua_istable(L, -5), 1, "sse_text.into as a table");
+    luaL_argexpected(L, lua_isfunction(L, -4), 1, "sse_text.call as a function");
+    mh_json_after checked;
+    mh_json_check_after(L, lua_gettop(L) - 2, &checked);
+    lua_pop(L, 5);
+    a->has_text = 1;
+  }
+  lua_pop(L, 1);
 }
 
 /* Builds the header list; returns 0, or -1 when memory runs out. */
@@ -661,6 +709,13 @@ static int start_request(lua_State *L) {
   if (a.mode == BODY_BUFFER) lua_pushnil(L);                  /* opts callback|nil */
   else lua_getfield(L, 1, a.sse_args ? "sse_data" : callback_field[a.mode]);
   http_req *r = mh_op_new(L, sizeof *r, &http_type);           /* opts callback req */
+  if (a.has_text) {                                            /* read_args checked them */
+    lua_getfield(L, 1, "sse_text");
+    push_text_fields(L, lua_gettop(L));                        /* ... sse_text into call after needed refused */
+    lua_remove(L, REQ_SLOT + 1);                               /* opts callback req into call after needed refused */
+    mh_json_check_after(L, AFTER_SLOT, &r->text);
+    r->has_text = 1;
+  }
   /* Acquire: nothing below raises; every failure goes through req_release. */
   r->http = http;
   r->vm = vm;

@@ -156,24 +156,43 @@ static const char *find(const char *text, size_t len, const char *needle, size_t
     }
   }
 #endif
-  const char *at = memmem(text + i, len - i, needle, nlen);
-  return at;
+  /* the last few places, one by one (glibc's memmem costs more to set up) */
+  for (const char *p = text + i, *end = text + len - nlen; p <= end; p++) {
+    p = memchr(p, needle[0], (size_t)(end - p) + 1);
+    if (p == NULL) break;
+    if (memcmp(p, needle, nlen) == 0) return p;
+  }
+  return NULL;
+}
+
+int mh_json_push_after(lua_State *L, const char *text, size_t len, const mh_json_after *a) {
+  const char *at = a->plen >= 2 ? find(text, len, a->prefix, a->plen) : memchr(text, '"', len);
+  if (at == NULL || (a->needed && !find(text, len, a->needed, a->nlen)) ||
+      (a->refused && find(text, len, a->refused, a->rlen)))
+    return 0;
+  return push_string_body(L, (const unsigned char *)at + a->plen, (const unsigned char *)text + len);
+}
+
+/* [-0, +0, v] reads string_after's prefix, needed and refused from the
+ * stack at idx, idx+1 and idx+2 (the last two optional) into *a; raises on
+ * misuse. The strings stay where they are: they must outlive *a. */
+void mh_json_check_after(lua_State *L, int idx, mh_json_after *a) {
+  a->nlen = a->rlen = 0;
+  a->prefix = luaL_checklstring(L, idx, &a->plen);
+  a->needed = luaL_optlstring(L, idx + 1, NULL, &a->nlen);
+  a->refused = luaL_optlstring(L, idx + 2, NULL, &a->rlen);
+  luaL_argcheck(L, a->plen > 0 && a->prefix[a->plen - 1] == '"', idx, "a prefix ending with '\"' expected");
+  luaL_argcheck(L, !a->needed || a->nlen >= 2, idx + 1, "at least two bytes expected");
+  luaL_argcheck(L, !a->refused || a->rlen >= 2, idx + 2, "at least two bytes expected");
 }
 
 /* jsonscan.string_after(text, prefix [, needed [, refused]]) [-(2|3|4), +1, m] */
 static int string_after(lua_State *L) {
-  size_t len, plen, nlen = 0, rlen = 0;
+  size_t len;
   const char *text = luaL_checklstring(L, 1, &len);
-  const char *prefix = luaL_checklstring(L, 2, &plen);
-  const char *needed = luaL_optlstring(L, 3, NULL, &nlen);
-  const char *refused = luaL_optlstring(L, 4, NULL, &rlen);
-  luaL_argcheck(L, plen > 0 && prefix[plen - 1] == '"', 2, "a prefix ending with '\"' expected");
-  luaL_argcheck(L, !needed || nlen >= 2, 3, "at least two bytes expected");
-  luaL_argcheck(L, !refused || rlen >= 2, 4, "at least two bytes expected");
-  const char *at = plen >= 2 ? find(text, len, prefix, plen) : memchr(text, '"', len);
-  if (at && ((needed && !find(text, len, needed, nlen)) || (refused && find(text, len, refused, rlen)))) at = NULL;
-  if (at == NULL || !push_string_body(L, (const unsigned char *)at + plen, (const unsigned char *)text + len))
-    lua_pushnil(L);
+  mh_json_after a;
+  mh_json_check_after(L, 2, &a);
+  if (!mh_json_push_after(L, text, len, &a)) lua_pushnil(L);
   return 1;
 }
 

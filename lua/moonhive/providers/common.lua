@@ -94,10 +94,12 @@ end
 -- A provider's POST: http.request with the options the providers share,
 -- built in one table (this runs once per model call). `timeout` is what
 -- remains of the call's total (llm.lua spreads it over the attempts);
--- `sse_data`, when given, receives a stream's events (data, event name).
-function _M.post(req, url, headers, body, auth, sse_data)
+-- `sse_data`, when given, receives a stream's events (data, event name),
+-- but for those `sse_text` takes (host/mod_http.c).
+function _M.post(req, url, headers, body, auth, sse_data, sse_text)
   return http.request {
-    url = url, method = "POST", headers = headers, body = body, auth = auth, sse_data = sse_data,
+    url = url, method = "POST", headers = headers, body = body, auth = auth,
+    sse_data = sse_data, sse_text = sse_text,
     timeout = req.timeout_left or req.timeout,    -- total, ms (default: none)
     connect_timeout = req.connect_timeout or 10000,
     idle_timeout = req.stall_timeout or 60000,    -- a stream that stalls this long fails

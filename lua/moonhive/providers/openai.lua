@@ -10,14 +10,14 @@ local C = require "moonhive.providers.common"
 local _M = {}
 
 local jsonscan = require "jsonscan"
-local picker, string_after = jsonscan.picker, jsonscan.string_after
+local picker = jsonscan.picker
 
 -- The fields of an ordinary reply, read in one pass without decoding the
 -- whole document (host/mod_jsonscan.c); a reply with tool calls (or anything
 -- the picker leaves alone) goes through the full decoder.
 local read_reply = picker("choices.1.message.content", "choices.1.message.tool_calls#", "choices.1.finish_reason",
                           "model", "usage#", "usage.prompt_tokens", "usage.completion_tokens")
--- and of a stream chunk that string_after did not settle (the finish reason, the usage)
+-- and of a stream chunk that http's sse_text did not take (the finish reason, the usage)
 local read_chunk = picker("#", "choices.1.delta.content", "choices.1.delta.tool_calls#", "choices.1.finish_reason",
                           "usage#", "usage.prompt_tokens", "usage.completion_tokens", "error#")
 
@@ -105,8 +105,8 @@ local function body_for(req, model, stream)
   return C.encode(body)
 end
 
-local function request(req, path, body, sse_data)
-  return C.post(req, url_for(path), JSON_HEADERS, body, auth(), sse_data)
+local function request(req, path, body, sse_data, sse_text)
+  return C.post(req, url_for(path), JSON_HEADERS, body, auth(), sse_data, sse_text)
 end
 
 local function usage_of(u)
@@ -152,20 +152,14 @@ end
 
 local function chat_stream(req, model, emit)
   local parts, calls, finish, usage, done, emitted, failure = {}, {}, nil, nil, false, false, nil
+  -- The common chunk, one content delta with nothing finished yet, never
+  -- reaches Lua: http finds its text in C, appends it to `parts` and hands it
+  -- to emit (three searches per chunk; a full walk of each cost more).
+  local common = { after = '"delta":{"content":"', needed = '"finish_reason":null', refused = '"tool_calls"',
+                   into = parts, call = emit }
   local res, err = request(req, "/chat/completions", body_for(req, model, true),
     function(data)
       if data == "[DONE]" then done = true return end
-      -- the common chunk: one content delta, nothing finished yet (one C
-      -- call: a full walk of each chunk cost more than these three searches)
-      local text = string_after(data, '"delta":{"content":"', '"finish_reason":null', '"tool_calls"')
-      if text then
-        if text ~= "" then
-          parts[#parts + 1] = text
-          emitted = true
-          if emit(text) == false then return false end
-        end
-        return
-      end
       local ok, object, content, ncalls, fin, nusage, pin, pout, nerr = read_chunk(data)
       if ok and object and not ncalls and not nerr then
         if nusage then usage = { input = C.count(pin), output = C.count(pout) } end
@@ -207,7 +201,8 @@ local function chat_stream(req, model, emit)
         end
       end
       if type(choice.finish_reason) == "string" then finish = choice.finish_reason end
-    end)
+    end, common)
+  emitted = emitted or #parts > 0
   local broken = retry.stream_error(res, err, emitted, C.error_message)
   if broken then return nil, broken end
   if failure then return nil, { message = failure, retryable = false } end
