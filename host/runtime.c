@@ -26,6 +26,9 @@ mh_vm *mh_runtime(mh_host *host, char *err, size_t errlen) {
     return NULL;
   }
   vm->trusted = 1;
+  /* Its runs count instructions only while they keep a sandbox run's limits
+   * (mh_vm_hook): a request handler or a resume has none to keep. */
+  lua_sethook(vm->L, NULL, 0, 0);
   host->runtime = vm;
   return vm;
 }

@@ -154,6 +154,12 @@ mh_run *mh_run_start(mh_vm *vm, int nargs, mh_run_done_fn done, void *ud) {
   return run;
 }
 
+/* A run of the trusted runtime counts instructions only when it has limits
+ * to keep (mh_vm_hook); sandbox threads always do. */
+static void hook_if_limited(mh_run *run) {
+  if (run->vm->trusted && (run->cpu_budget_ns || run->deadline_at_ns)) mh_vm_hook(run->co);
+}
+
 mh_run *mh_run_spawn(mh_run *parent, int nargs, mh_run_done_fn done, void *ud) {
   mh_run *run = mh_run_start(parent->vm, nargs, done, ud);
   if (run == NULL) return NULL;
@@ -170,6 +176,7 @@ mh_run *mh_run_spawn(mh_run *parent, int nargs, mh_run_done_fn done, void *ud) {
     mh_timer_start(&parent->vm->host->timers, &run->deadline,
                    parent->deadline_at_ns > now ? (parent->deadline_at_ns - now + 999999) / 1000000 : 0);
   }
+  hook_if_limited(run);
   return run;
 }
 
@@ -204,6 +211,7 @@ void mh_run_inherit_limits(mh_run *run, const mh_run *from) {
     mh_timer_start(&run->vm->host->timers, &run->deadline,
                    from->deadline_at_ns > now ? (from->deadline_at_ns - now + 999999) / 1000000 : 0);
   }
+  hook_if_limited(run);
 }
 
 /* Unlinks a run from its parent and cancels its own children. */

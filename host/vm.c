@@ -72,6 +72,8 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
   mh_vm_check_limits(L);
 }
 
+void mh_vm_hook(lua_State *co) { lua_sethook(co, count_hook, LUA_MASKCOUNT, MH_HOOK_COUNT); }
+
 void mh_vm_check_limits(lua_State *L) {
   mh_vm *vm = mh_vm_of(L);
   mh_run *run = vm->current;

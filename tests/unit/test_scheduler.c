@@ -4,6 +4,8 @@
  * name the script's file:line. Every fixture must close with no handle left. */
 #include "harness.h"
 
+#include "runtime.h"
+
 static void test_sleeps_finish_in_time_order(void **state) {
   (void)state;
   fixture f;
@@ -321,6 +323,52 @@ static void test_children_end_with_their_parent(void **state) {
   fixture_close(&f);
 }
 
+typedef struct ended {
+  int state; /* 0 running, 1 ok, 2 failed */
+  char error[200];
+} ended;
+
+static void mark_done(mh_run *run, void *ud) {
+  ended *e = ud;
+  e->state = run->state == MH_RUN_OK ? 1 : 2;
+  if (run->error) snprintf(e->error, sizeof e->error, "%s", run->error);
+}
+
+/* The trusted runtime counts instructions only in runs that keep a sandbox
+ * run's limits: a run of its own has no hook; one that inherits a CPU
+ * budget has it, and its Lua loop breaks that budget. */
+static void test_runtime_runs_count_only_with_limits(void **state) {
+  (void)state;
+  mh_limits lim;
+  mh_limits_default(&lim);
+  lim.cpu_ns = 50 * 1000000ull;
+  lim.deadline_ns = 0;
+  fixture f;
+  fixture_open(&f, &lim);
+  snprintf(f.host.runtime_dir, sizeof f.host.runtime_dir, "/nonexistent");
+  char err[256];
+  mh_vm *rt = mh_runtime(&f.host, err, sizeof err);
+  assert_non_null(rt);
+  outcome caller;
+  mh_run *from = start_code(&f, "sleep(100000)", &caller); /* a sandbox run with the budget */
+  ended free_run = {0, ""}, kept = {0, ""};
+  luaL_loadstring(rt->L, "local n = 0 for i = 1, 1000 do n = n + i end return n");
+  mh_run *a = mh_run_start(rt, 0, mark_done, &free_run);
+  assert_null(lua_gethook(a->co));
+  luaL_loadstring(rt->L, "while true do end");
+  mh_run *b = mh_run_start(rt, 0, mark_done, &kept);
+  mh_run_inherit_limits(b, from);
+  assert_non_null(lua_gethook(b->co));
+  while (!free_run.state || !kept.state) uv_run(&f.loop, UV_RUN_ONCE);
+  assert_int_equal(free_run.state, 1);
+  assert_int_equal(kept.state, 2);
+  assert_non_null(strstr(kept.error, "CPU budget exceeded"));
+  mh_run_cancel(from, MH_BREAK_CANCEL);
+  run_until_done(&f, &caller);
+  outcome_clear(&caller);
+  fixture_close(&f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_sleeps_finish_in_time_order),
@@ -336,6 +384,7 @@ int main(void) {
     cmocka_unit_test(test_released_waits_stay_released),
     cmocka_unit_test(test_children_end_with_their_parent),
     cmocka_unit_test(test_semaphores),
+    cmocka_unit_test(test_runtime_runs_count_only_with_limits),
   };
   cmocka_set_message_output(CM_OUTPUT_TAP);
   return cmocka_run_group_tests(tests, NULL, NULL);
