@@ -59,8 +59,10 @@ local function show(id, opts)
   if run.error then out[#out + 1] = "error:  " .. run.error end
   out[#out + 1] = ("events (%d):"):format(#run.events)
   for _, ev in ipairs(run.events) do
+    local kind = ev.kind -- a workflow step's call says which step and attempt: "model_call [2.1.1#1]"
+    if ev.step then kind = ("%s [%s#%d]"):format(kind, ev.step, math.tointeger(ev.attempt) or 1) end
     out[#out + 1] = ("  %3d  +%-9s %-12s %-14s %s"):format(ev.seq, duration(run.started_at, ev.at), ev.agent or "-",
-                                                          ev.kind, ev.data ~= nil and short(ev.data, 160) or "")
+                                                          kind, ev.data ~= nil and short(ev.data, 160) or "")
   end
   if run.steps then
     out[#out + 1] = ("steps (%d journaled):"):format(#run.steps)

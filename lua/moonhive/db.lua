@@ -164,6 +164,13 @@ local migrations = {
   -- 10: the latest top-level runs (GET /v1/runs, `moonhive runs`) read from
   -- an index in order, not sorted out of every run (45 ms at 100k runs)
   [[CREATE INDEX runs_top ON runs(parent_run, started_at)]],
+  -- 11: a workflow step's model and tool calls are events of the workflow
+  -- run itself, tagged with the step's id and the attempt's number (no
+  -- agent run per step: that cost two writes of runs and its indexes per
+  -- step); runs_parent is the first column of runs_top, so it goes
+  [[ALTER TABLE run_events ADD COLUMN step TEXT;
+    ALTER TABLE run_events ADD COLUMN attempt INTEGER;
+    DROP INDEX runs_parent]],
 }
 
 local db, failure

@@ -137,7 +137,8 @@ local function record(caller, req, pname, model, started, res, err)
     data.error = err
   end
   local agent = type(req.agent) == "string" and req.agent or nil
-  runs.record(runs.target(caller, agent), res and "model_call" or "model_error", agent, data)
+  local run_id, step, attempt = runs.target(caller)
+  runs.record(run_id, res and "model_call" or "model_error", agent, data, step, attempt)
 end
 
 function _M.chat(req, emit, caller)

@@ -10,16 +10,18 @@
 --   event{kind=, agent=, data=}         -> {seq=}   (into target(caller))
 --   finish{status=, output=, error=}    -> {}       (caller.run_id)
 -- A caller inside a workflow step's attempt (caller.step = "3.2.1#2", set
--- by workflows.in_step) records into that attempt's agent run: a child of
--- the workflow run with parent_step "3.2.1", created by its first event and
--- closed by close_step when the step is journaled. For the runtime itself:
--- target(caller, agent) and record(run_id, kind, agent, data) (llm.lua
--- records each model call, with prompt(request): its prompt, capped),
--- close_step and abandon (the workflow runtime closes step agent runs), and
--- list/show/children for the CLI (`moonhive runs`, `moonhive trace`) and the
--- service, events_after for the service's live event stream, reap for the
--- service's start (agent runs whose process died). Tool results recorded
--- here are counted for GET /metrics (moonhive.tally).
+-- by workflows.in_step) records into the workflow run itself, each event
+-- tagged with its step ("3.2.1") and attempt (2): a step needs no run of
+-- its own, and the usage of its model calls is held here until the step is
+-- journaled (close_step), when it joins the workflow run's totals in the
+-- journal's own transaction. For the runtime itself: target(caller) and
+-- record(run_id, kind, agent, data, step, attempt) (llm.lua records each
+-- model call, with prompt(request): its prompt, capped), close_step,
+-- close_all and abandon (the workflow runtime), and list/show/children for
+-- the CLI (`moonhive runs`, `moonhive trace`) and the service, events_after
+-- for the service's live event stream, reap for the service's start (agent
+-- runs whose process died). Tool results recorded here are counted for GET
+-- /metrics (moonhive.tally).
 --
 -- An agent run's lease_owner column names the process that runs it
 -- (moonhive.lease's owner id; workflow runs hold a lease there), so a run
@@ -36,9 +38,9 @@ local _M = {}
 local STATUSES = { running = true, succeeded = true, failed = true, cancelled = true }
 local seqs = {} -- run id -> last event number, while the run is live in this process
 local ancestors = {} -- run id -> {parent, grandparent, ...}, while the run is live in this process
-local attempts = {} -- workflow run id -> step id -> {[attempt] = agent run id}: step agent runs still open
-local usages = {} -- agent run id of an open step attempt -> {tokens_in=, tokens_out=, cost=}, written when it closes
+local held = {} -- workflow run id -> step id -> {tokens_in=, tokens_out=, cost=}: usage of steps not yet journaled
 local MAX_LINEAGE = 8
+local ADD_USAGE = "UPDATE runs SET tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost = cost + ? WHERE id = ?"
 local PROMPT_CAP = 4096 -- bytes of a model call's system prompt, and of its messages, recorded
 
 local function encode(v)
@@ -56,14 +58,17 @@ end
 
 -- A run id: time-ordered (so ids sort by start) and unguessable.
 local function new_id()
-  local hex = crypto.random(6):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
-  return ("%x"):format(math.floor(time.now() * 1000)) .. "-" .. hex
+  return ("%x-%02x%02x%02x%02x%02x%02x"):format(math.floor(time.now() * 1000), crypto.random(6):byte(1, 6))
 end
 
 _M.new_id = new_id -- the workflow store's runs share the table and the ids
 
 
-function _M.record(run_id, kind, agent, data)
+-- Records event `kind` in run run_id (in step `step`'s attempt `attempt`
+-- when given: see target): its number | nil, message. A model call's usage
+-- joins the run's totals (and its ancestors') in the same commit, or, in a
+-- step, is held until the step is journaled.
+function _M.record(run_id, kind, agent, data, step, attempt)
   local db, err = database.get()
   if not db then return nil, err end
   local seq = (seqs[run_id] or 0) + 1
@@ -72,22 +77,24 @@ function _M.record(run_id, kind, agent, data)
     seq = (row and row.n or 0) + 1
   end
   local usage = kind == "model_call" and type(data) == "table" and type(data.usage) == "table" and data.usage
-  local held = usage and usages[run_id]
-  if held then -- a step attempt's: its totals are written when the step is journaled
-    held.tokens_in = held.tokens_in + math.floor(tonumber(usage.input) or 0)
-    held.tokens_out = held.tokens_out + math.floor(tonumber(usage.output) or 0)
-    held.cost = held.cost + (tonumber(data.cost) or 0)
+  if usage and step then -- a step's: its totals are written when the step is journaled
+    local steps = held[run_id] or {}
+    held[run_id] = steps
+    local h = steps[step] or { tokens_in = 0, tokens_out = 0, cost = 0 }
+    steps[step] = h
+    h.tokens_in = h.tokens_in + math.floor(tonumber(usage.input) or 0)
+    h.tokens_out = h.tokens_out + math.floor(tonumber(usage.output) or 0)
+    h.cost = h.cost + (tonumber(data.cost) or 0)
     usage = nil
   end
   local function total(d, id)
-    local ok, e = d:run("UPDATE runs SET tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost = cost + ? WHERE id = ?",
-                        math.floor(tonumber(usage.input) or 0), math.floor(tonumber(usage.output) or 0),
+    local ok, e = d:run(ADD_USAGE, math.floor(tonumber(usage.input) or 0), math.floor(tonumber(usage.output) or 0),
                         tonumber(data.cost) or 0, id)
     if not ok then error(e, 0) end -- rolls the event back too
   end
   local function write(d)
-    local ok, e = d:run("INSERT INTO run_events (run_id, seq, at, kind, agent, data) VALUES (?, ?, ?, ?, ?, ?)",
-                        run_id, seq, time.now(), kind, agent, encode(data))
+    local ok, e = d:run("INSERT INTO run_events (run_id, seq, at, kind, agent, data, step, attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        run_id, seq, time.now(), kind, agent, encode(data), step, step and attempt or nil)
     if not ok then return nil, e end
     if usage then -- the run's totals (and its ancestors') move with the event, in one commit
       total(d, run_id)
@@ -104,16 +111,21 @@ function _M.record(run_id, kind, agent, data)
   return seq
 end
 
--- A new run (status running) of agent, the child of run parent (and of its
--- step) when given, started at `at` (default now), on the agent file's
--- version (SHA-256) when known: its id, or nil and a message.
-local function create(db, agent, input, parent, step, at, version)
+-- A new run (status running) of an agent; started inside another recorded
+-- run (caller.run_id), it is that run's child, and of the step the caller
+-- is in when that run is a workflow's.
+function _M.start(req, _, caller)
+  if type(req.agent) ~= "string" or req.agent == "" then return nil, "runs.start: 'agent' must be a name" end
+  local db, err = database.get()
+  if not db then return nil, "runs.start: " .. err end
+  local version = type(req.version) == "string" and req.version:match("^%x+$") or nil
+  local parent, step = _M.target(caller)
   local id = new_id()
   local ok, e = db:run([[INSERT INTO runs (id, agent, status, input, started_at, parent_run, parent_step, version,
                                            lease_owner)
                          VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)]],
-                       id, agent, input, at or time.now(), parent, step, version, lease.owner())
-  if not ok then return nil, e end
+                       id, req.agent, encode(req.input), time.now(), parent, step, version, lease.owner())
+  if not ok then return nil, "runs.start: " .. e end
   seqs[id] = 0
   if parent then
     local line = { parent }
@@ -122,78 +134,54 @@ local function create(db, agent, input, parent, step, at, version)
     end
     ancestors[id] = line
   end
-  return id
-end
-
-function _M.start(req, _, caller)
-  if type(req.agent) ~= "string" or req.agent == "" then return nil, "runs.start: 'agent' must be a name" end
-  local db, err = database.get()
-  if not db then return nil, "runs.start: " .. err end
-  local version = type(req.version) == "string" and req.version:match("^%x+$") or nil
-  local id, e = create(db, req.agent, encode(req.input), caller and caller.run_id, nil, nil, version)
-  if not id then return nil, "runs.start: " .. e end
   return { id = id }
 end
 
--- The run a caller's events go to: its workflow step attempt's agent run
--- (created by the first one, started when the attempt began) when it is
--- inside one, else its own run. An attempt that records nothing (an agent
--- whose own run function makes no model or tool call) has no agent run.
-function _M.target(caller, agent)
+-- Where a caller's events go: its own run, and when it is inside a
+-- workflow step's attempt (workflows.in_step), that step's id and the
+-- attempt's number: run_id, step, attempt.
+function _M.target(caller)
   local run_id, tag = caller and caller.run_id, caller and caller.step
   if not (run_id and tag) then return run_id end
   local step, n = tag:match("^([ce]?%.?[%d%.]+)#(%d+)$")
   if not step then return run_id end
-  local steps = attempts[run_id] or {}
-  attempts[run_id] = steps
-  local open = steps[step] or {}
-  steps[step] = open
-  n = tonumber(n)
-  if open[n] then return open[n] end
-  local db = database.get()
-  local id = db and create(db, agent or "agent", nil, run_id, step, tonumber(caller.step_at))
-  if not id then return run_id end -- recorded in the workflow run rather than lost
-  open[n], usages[id] = id, { tokens_in = 0, tokens_out = 0, cost = 0 }
-  return id
+  return run_id, step, math.tointeger(tonumber(n))
 end
 
--- Closes the agent runs of workflow run parent's step (one per attempt):
--- the last attempt ends as the step did (status "ok" or "error", its result
--- or error), earlier ones failed; each gets its totals. Returns their usage
--- in all {tokens_in=, tokens_out=, cost=} (the step's, for the workflow
--- run's totals), or nil when the step recorded none.
-function _M.close_step(parent, step, status, result, err, last)
-  local open = attempts[parent] and attempts[parent][step]
-  if not open then return nil end
-  attempts[parent][step] = nil
-  if next(attempts[parent]) == nil then attempts[parent] = nil end
-  local db = database.get()
-  local sum = { tokens_in = 0, tokens_out = 0, cost = 0 }
-  for n, id in pairs(open) do
-    local u = usages[id]
-    sum.tokens_in, sum.tokens_out, sum.cost = sum.tokens_in + u.tokens_in, sum.tokens_out + u.tokens_out, sum.cost + u.cost
-    local ok = n == last and status == "ok"
-    local msg = n == last and err or ("attempt %d failed; the step tried again"):format(n)
-    if db then
-      db:run([[UPDATE runs SET status = ?, output = ?, error = ?, finished_at = ?, tokens_in = ?, tokens_out = ?,
-                 cost = ? WHERE id = ?]], ok and "succeeded" or "failed", ok and result or nil,
-             not ok and tostring(msg) or nil, time.now(), u.tokens_in, u.tokens_out, u.cost, id)
-    end
-    seqs[id], ancestors[id], usages[id] = nil, nil, nil
-  end
+-- The usage the model calls of workflow run parent's step recorded (every
+-- attempt's), for the run's totals when the step is journaled:
+-- {tokens_in=, tokens_out=, cost=}, or nil when they recorded none.
+function _M.close_step(parent, step)
+  local steps = held[parent]
+  local sum = steps and steps[step]
+  if not sum then return nil end
+  steps[step] = nil
+  if next(steps) == nil then held[parent] = nil end
   return sum
 end
 
--- Closes every step agent run of workflow run parent still open (the run
--- ended, or was cancelled, inside those steps) as failed with msg.
-function _M.close_all(parent, msg)
-  for step in pairs(attempts[parent] or {}) do _M.close_step(parent, step, "error", nil, msg, 0) end
+-- Adds the usage held for workflow run parent's steps to its totals: the
+-- run ended (or was cancelled) inside them, so they are never journaled.
+function _M.close_all(parent)
+  local steps = held[parent]
+  if not steps then return true end
+  held[parent] = nil
+  local sum = { tokens_in = 0, tokens_out = 0, cost = 0 }
+  for _, u in pairs(steps) do
+    sum.tokens_in, sum.tokens_out, sum.cost = sum.tokens_in + u.tokens_in, sum.tokens_out + u.tokens_out, sum.cost + u.cost
+  end
+  local db, err = database.get()
+  if not db then return nil, err end
+  local ok, e = db:run(ADD_USAGE, sum.tokens_in, sum.tokens_out, sum.cost, parent)
+  if not ok then return nil, e end
+  return true
 end
 
 function _M.event(req, _, caller)
   if not caller.run_id then return nil, "runs.event: this script is not part of a recorded run (call runs.start)" end
   if type(req.kind) ~= "string" or req.kind == "" then return nil, "runs.event: 'kind' must be a name" end
-  local seq, err = _M.record(_M.target(caller, req.agent), req.kind, req.agent, req.data)
+  local run_id, step, attempt = _M.target(caller)
+  local seq, err = _M.record(run_id, req.kind, req.agent, req.data, step, attempt)
   if not seq then return nil, "runs.event: " .. err end
   return { seq = seq }
 end
@@ -346,7 +334,8 @@ function _M.show(id)
   local run, e = _M.find(db, id)
   if not run then return nil, e end
   run.input, run.output = decode(run.input), decode(run.output)
-  run.events = db:query("SELECT seq, at, kind, agent, data FROM run_events WHERE run_id = ? ORDER BY seq", run.id)
+  run.events = db:query("SELECT seq, at, kind, agent, data, step, attempt FROM run_events WHERE run_id = ? ORDER BY seq",
+                        run.id)
   for _, ev in ipairs(run.events) do ev.data = decode(ev.data) end
   return run
 end
@@ -359,7 +348,7 @@ function _M.events_after(id, after, limit)
   if not db then return nil, err end
   local run, e = _M.find(db, id)
   if not run then return nil, e end
-  local rows = db:query([[SELECT seq, at, kind, agent, data FROM run_events
+  local rows = db:query([[SELECT seq, at, kind, agent, data, step, attempt FROM run_events
                           WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?]], run.id, after, limit or 500)
   for _, ev in ipairs(rows or {}) do ev.data = decode(ev.data) end
   return rows or {}, run

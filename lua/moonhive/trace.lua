@@ -1,16 +1,17 @@
 -- moonhive.trace — a recorded run as a tree, for `moonhive trace ID`: a
 -- workflow run's journaled steps (nested by step id: 3.2.1 under 3), under
--- each wf:call step the agent run(s) it started, and under each agent run
--- its model calls, tool calls and the runs it started; each node with its
--- times, tokens and cost. Reads through moonhive.runs and moonhive.workflows
--- (no SQL here).
+-- each step the model and tool calls its attempts made (grouped by attempt
+-- when there were several) and the runs started inside it; under an agent
+-- run its model calls, tool calls and the runs it started; each node with
+-- its times, tokens and cost. Reads through moonhive.runs and
+-- moonhive.workflows (no SQL here).
 --
 --   build(id, verbose) -> tree | nil, message
 --   render(tree, verbose) -> text
 --   json(tree) -> text
--- A node: {type = "run"|"step"|"model"|"tool"|"event", started_at=,
--- finished_at=, ms=, children = {...}, ...}; verbose adds the recorded
--- prompts of model calls, tool arguments and results, step results.
+-- A node: {type = "run"|"step"|"attempt"|"model"|"tool"|"event",
+-- started_at=, finished_at=, ms=, children = {...}, ...}; verbose adds the
+-- recorded prompts of model calls, tool arguments and results, step results.
 
 local cjson = require "cjson"
 local runs = require "moonhive.runs"
@@ -116,8 +117,78 @@ local function step_node(en, verbose)
   return n
 end
 
--- A workflow run's steps nested by id; its child runs under their steps.
-local function workflow_children(node, children, verbose, depth)
+-- What a step's recorded events say: event nodes of one attempt ({} when
+-- none), with the tokens and cost of its model calls and its times.
+local function attempt_node(n, list, verbose)
+  local a = { type = "attempt", attempt = n, children = event_nodes(list, verbose), tokens_in = 0, tokens_out = 0,
+              cost = 0 }
+  for _, c in ipairs(a.children) do
+    if c.type == "model" then
+      a.tokens_in, a.tokens_out, a.cost = a.tokens_in + (c.tokens_in or 0), a.tokens_out + (c.tokens_out or 0),
+                                          a.cost + (c.cost or 0)
+    end
+    a.started_at = math.min(a.started_at or math.huge, c.started_at or math.huge)
+    a.finished_at = math.max(a.finished_at or 0, c.finished_at or c.started_at or 0)
+    c.seq = nil
+  end
+  a.ms = ms_between(a.started_at, a.finished_at)
+  return a
+end
+
+-- Puts a step's recorded model and tool calls (events tagged with the
+-- step, oldest first) under its node: directly when one attempt made them
+-- all, else under a node per attempt. Attempts of an earlier process (its
+-- events older than the step's journaled start) were interrupted; earlier
+-- attempts of the one that journaled the step failed (why: the run's
+-- "retry" event), its last one ended as the step did.
+local function step_events(sn, events, retries, verbose)
+  local groups, order = {}, {}
+  for _, ev in ipairs(events) do
+    local earlier = sn.started_at and sn.status ~= "unfinished" and ev.at < sn.started_at
+    local key = (earlier and "i" or "a") .. tostring(ev.attempt or 1)
+    if not groups[key] then
+      groups[key] = { n = math.tointeger(ev.attempt) or 1, earlier = earlier, list = {} }
+      order[#order + 1] = key
+    end
+    local g = groups[key].list
+    g[#g + 1] = ev
+  end
+  local nodes = {}
+  for _, key in ipairs(order) do
+    local g = groups[key]
+    local a = attempt_node(g.n, g.list, verbose)
+    sn.tokens_in, sn.tokens_out, sn.cost = (sn.tokens_in or 0) + a.tokens_in, (sn.tokens_out or 0) + a.tokens_out,
+                                          (sn.cost or 0) + a.cost
+    if g.earlier then
+      a.status, a.error = "interrupted", "interrupted: the process running the workflow stopped"
+    else
+      -- the times of an attempt of the process that journaled the step: from
+      -- the step's start or the retry before it, to the retry after it or
+      -- the step's end
+      local before, after = retries[sn.step .. "#" .. g.n], retries[sn.step .. "#" .. (g.n + 1)]
+      a.started_at = g.n == 1 and sn.started_at or before and before.at + before.delay_ms / 1000 or a.started_at
+      if sn.status == "unfinished" or g.n >= (sn.attempts or 1) then
+        a.status, a.finished_at = sn.status, sn.finished_at
+      else
+        a.status = "failed"
+        a.error = after and after.error or ("attempt %d failed; the step tried again"):format(g.n)
+        a.finished_at = after and after.at or a.finished_at
+      end
+      a.ms = ms_between(a.started_at, a.finished_at)
+    end
+    nodes[#nodes + 1] = a
+  end
+  if #nodes == 1 and not groups[order[1]].earlier then
+    for _, c in ipairs(nodes[1].children) do sn.children[#sn.children + 1] = c end
+  else
+    for _, a in ipairs(nodes) do sn.children[#sn.children + 1] = a end
+  end
+end
+
+-- A workflow run's steps nested by id; under each, the model and tool
+-- calls its attempts made (events of the run tagged with the step) and the
+-- runs started inside it.
+local function workflow_children(node, run, children, verbose, depth)
   local entries = workflows.journal(node.id) or {}
   local by_step = {}
   for _, en in ipairs(entries) do by_step[en.step] = step_node(en, verbose) end
@@ -138,17 +209,37 @@ local function workflow_children(node, children, verbose, depth)
     local up = holder(parent_step(id))
     up.children[#up.children + 1] = by_step[id]
   end
+  local tagged, retries, steps = {}, {}, {}
+  for _, ev in ipairs(run.events or {}) do
+    if ev.step then
+      if not tagged[ev.step] then
+        tagged[ev.step] = {}
+        steps[#steps + 1] = ev.step
+      end
+      local list = tagged[ev.step]
+      list[#list + 1] = ev
+    elseif ev.kind == "retry" and type(ev.data) == "table" and ev.data.step and math.tointeger(ev.data.attempt) then
+      retries[tostring(ev.data.step) .. "#" .. math.tointeger(ev.data.attempt)] =
+        { at = ev.at, error = ev.data.error, delay_ms = tonumber(ev.data.delay_ms) or 0 }
+    end
+  end
+  for _, id in ipairs(steps) do step_events(holder(id), tagged[id], retries, verbose) end
   for _, c in ipairs(children) do
     local target = holder(c.parent_step)
     target.children[#target.children + 1] = build_run(c.id, verbose, depth + 1)
   end
   local function order(n)
+    for i, c in ipairs(n.children) do c.order = i end -- calls recorded at the same instant keep their order
     table.sort(n.children, function(a, b)
       if a.type == "step" and b.type == "step" then return step_before(a, b) end
-      if a.type ~= b.type then return a.type == "step" end
-      return (a.started_at or 0) < (b.started_at or 0)
+      if (a.type == "step") ~= (b.type == "step") then return a.type == "step" end
+      if (a.started_at or 0) ~= (b.started_at or 0) then return (a.started_at or 0) < (b.started_at or 0) end
+      return a.order < b.order
     end)
-    for _, c in ipairs(n.children) do if c.type == "step" then order(c) end end
+    for _, c in ipairs(n.children) do
+      c.order = nil
+      if c.type == "step" then order(c) end
+    end
   end
   order(node)
 end
@@ -162,7 +253,7 @@ function build_run(id, verbose, depth)
   if verbose then node.input, node.output = run.input, run.output end
   local children = depth < MAX_DEPTH and runs.children(run.id) or {}
   if node.kind == "workflow" then
-    workflow_children(node, children, verbose, depth)
+    workflow_children(node, run, children, verbose, depth)
   else
     local list = event_nodes(run.events, verbose)
     for _, c in ipairs(children) do list[#list + 1] = build_run(c.id, verbose, depth + 1) end
@@ -216,8 +307,10 @@ local function label(n)
     parts = { n.kind, n.name, n.id, n.status, duration(n.ms), usage(n) }
   elseif n.type == "step" then
     local what = n.kind and (n.name and (n.kind .. " " .. n.name) or n.kind) or "?"
-    parts = { n.step, what, n.status, duration(n.ms),
+    parts = { n.step, what, n.status, duration(n.ms), usage(n),
               (n.attempts or 1) > 1 and (n.attempts .. " attempts") or nil }
+  elseif n.type == "attempt" then
+    parts = { "attempt " .. n.attempt, n.status, duration(n.ms), usage(n) }
   elseif n.type == "model" then
     parts = { "model", n.model, n.error and "failed" or nil, duration(n.ms), usage(n),
               n.tool_calls and ("%d tool call%s"):format(n.tool_calls, n.tool_calls == 1 and "" or "s") or nil,

@@ -33,8 +33,9 @@
 --        version=, path=, source=} -> {status=, lost=}
 --       journals a step of the caller's run (durable before it returns),
 --       records it as the run's event "step_done", and answers the run's
---       status, so the engine notices a cancellation;
---       closes the agent runs of a wf:call step's attempts (moonhive.runs);
+--       status, so the engine notices a cancellation; the usage of the
+--       model calls the step's attempts made (held by moonhive.runs) joins
+--       the run's totals in the same transaction;
 --       version is the SHA-256 of the agent file a wf:call ran, whose text
 --       (source, from path) comes with the first step that used it and is
 --       stored with the versions
@@ -190,7 +191,7 @@ function _M.attach(req)
   local ok
   ok, e = s.runs.set(run.id, { status = "running" }, lease.owner())
   if not ok then return nil, e end
-  -- agent runs its steps had going when its last process stopped
+  -- agent runs its steps had started when its last process stopped
   runs.abandon(run.id, "interrupted: the process running its workflow stopped")
   return { id = run.id, workflow = run.name, input = run.input, status = e or "running", journal = journal,
            started_at = run.started_at, agents = agents }
@@ -203,7 +204,7 @@ local draining = false -- the process is shutting down: runs stop at their next 
 local function status_of(s, run_id)
   local status, e = s.runs.status(run_id)
   if not status then return nil, e end
-  if status == "cancelled" then runs.close_all(run_id, "the workflow run was cancelled") end
+  if status == "cancelled" then runs.close_all(run_id) end
   local ok, lost = lease.renew(s, run_id)
   return { status = status, lost = not ok and lost or nil, draining = draining or nil }
 end
@@ -234,9 +235,8 @@ function _M.step(req, _, caller)
   end
   local stored, serr = store_version(s, req.version, req.path, req.source)
   if not stored then return nil, serr end
-  -- the agent runs of a wf:call step's attempts end with it; their usage counts in the run's
-  local usage = req.kind == "call" and runs.close_step(caller.run_id, req.step, req.status, req.result, req.error,
-                                                        math.tointeger(req.attempts) or 1) or nil
+  -- the usage of the model calls its attempts made joins the run's totals with the entry
+  local usage = req.status ~= "started" and runs.close_step(caller.run_id, req.step) or nil
   local status, e = s.journal.put(caller.run_id, {
     step = req.step, kind = req.kind, name = req.name, args = req.args, status = req.status, result = req.result,
     error = req.error, memory = req.memory, attempts = req.attempts,
@@ -264,7 +264,7 @@ function _M.status(req, _, caller)
   if not ok then return nil, write_error(caller.run_id, now) end
   if TERMINAL[req.status] then
     lease.drop(caller.run_id)
-    runs.close_all(caller.run_id, "the workflow run ended: " .. req.status)
+    runs.close_all(caller.run_id)
   end
   return { status = now or req.status }
 end
@@ -286,7 +286,7 @@ local function refresh(s)
   for _, id in ipairs(ids) do
     local st = got and got[id] or (got and "gone") or watched[id]
     watched[id] = UNFINISHED[st] and st or nil
-    if st == "cancelled" then runs.close_all(id, "the workflow run was cancelled") end
+    if st == "cancelled" then runs.close_all(id) end
   end
   lease.renew_all(s)
 end

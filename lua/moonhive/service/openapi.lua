@@ -116,6 +116,8 @@ local schemas = {
       kind = { type = "string", description = "model_call, model_error, tool_call, tool_result, error, ..." },
       agent = { type = "string" },
       data = { description = "The event's JSON payload." },
+      step = { type = "string", description = "In a workflow run: the step whose attempt made this call (\"2.1.1\")." },
+      attempt = { type = "integer", description = "With step: the attempt's number, from 1." },
     },
   },
   Run = {
@@ -124,7 +126,7 @@ local schemas = {
       output = { description = "The run's output (any JSON), once it succeeded." },
       error = { type = "string" },
       parent_run = { type = "string", description = "The run that started this one." },
-      parent_step = { type = "string", description = "The workflow step this agent run belongs to." },
+      parent_step = { type = "string", description = "The workflow step inside which this agent run was started." },
       events = { type = "array", items = ref("Event") },
       steps = { type = { "array", "null" }, items = { type = "object" },
                 description = "A workflow run's journaled steps; null for an agent run." },
@@ -261,7 +263,7 @@ local paths = {
   } },
   ["/v1/runs/{id}/events"] = { get = op {
     role = "viewer", tag = "runs", id = "run_events", summary = "The run's events as Server-Sent Events, live",
-    description = "Opens with `retry: 2000`, then `id: SEQ`, `event: KIND`, `data: {seq, at, kind, agent, data}` "
+    description = "Opens with `retry: 2000`, then `id: SEQ`, `event: KIND`, `data: {seq, at, kind, agent, data, step, attempt}` "
       .. "per event, ended by `event: end` with `data: {id, status}` once the run has finished. Resumable: "
       .. "Last-Event-ID (or ?after) gives only the later events.",
     parameters = { RUN_ID,

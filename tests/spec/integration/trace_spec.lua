@@ -1,9 +1,9 @@
 -- `moonhive trace ID` against the mock LLM: a workflow run as a tree of its
--- journaled steps (nested by step id), under each wf:call step the agent
--- run it started, under that its model calls and tool calls, with times,
--- tokens and cost from the records; --verbose shows the recorded prompts
--- (capped); the agent runs of attempts that a timeout, a retry or a killed
--- process left behind are closed as failed.
+-- journaled steps (nested by step id), under each step the model calls and
+-- tool calls its attempts made (by attempt when there were several), with
+-- times, tokens and cost from the records; --verbose shows the recorded
+-- prompts (capped); attempts that a timeout, a retry or a killed process
+-- ended are told apart.
 local H = dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "./") .. "../helpers.lua")
 local cjson = require "cjson"
 local uv = require "luv"
@@ -61,7 +61,7 @@ describe("moonhive trace", function()
     H.cleanup()
   end)
 
-  it("shows a workflow run's steps, the agent runs of its wf:call steps, their model and tool calls", function()
+  it("shows a workflow run's steps and, under each, the model and tool calls it made", function()
     local res = moonhive({ "run", write("traced.lua", TRACED) })
     assert.equals(0, res.code, H.show(res))
     local id = run_id_of(res.stderr)
@@ -71,47 +71,47 @@ describe("moonhive trace", function()
     assert.same({ "1", "2", "3" }, { steps[1].step, steps[2].step, steps[3].step })
     assert.same({ "call", "parallel", "sleep" }, { steps[1].kind, steps[2].kind, steps[3].kind })
 
-    -- step 1: its agent run, a model call asking for the tool, the tool, the answer
+    -- step 1: a model call asking for the tool, the tool, the answer; no run of its own
     local s1 = steps[1]
-    local agents = kids(s1, "run")
-    assert.equals(1, #agents)
-    local a = agents[1]
-    assert.same({ "agent", "worker", "succeeded", "1" }, { a.kind, a.name, a.status, a.parent_step })
-    local calls = a.children
+    assert.equals(0, #kids(s1, "run"))
+    local calls = s1.children
     assert.same({ "model", "tool", "model" }, { calls[1].type, calls[2].type, calls[3].type })
     assert.same({ "calculator", true }, { calls[2].name, calls[2].ok })
-    assert.same({ "openai/x", 1 }, { calls[1].model, calls[1].tool_calls })
+    assert.same({ "openai/x", 1, "worker" }, { calls[1].model, calls[1].tool_calls, calls[1].agent })
     -- durations from the recorded times: the mock waited 120 ms before each answer
     assert.is_true(calls[1].ms >= 120, "model call took " .. calls[1].ms)
-    assert.is_true(a.ms >= calls[1].ms + calls[3].ms, "agent run " .. a.ms)
-    assert.is_true(s1.ms >= a.ms, "step " .. s1.ms)
-    assert.is_true(s1.started_at <= a.started_at and a.started_at <= calls[1].started_at)
+    assert.is_true(s1.ms >= calls[1].ms + calls[3].ms, "step " .. s1.ms)
+    assert.is_true(s1.started_at <= calls[1].started_at)
     assert.is_true(calls[1].finished_at <= calls[2].started_at and calls[2].finished_at <= calls[3].started_at)
-    -- tokens: the agent run's totals are its calls', the workflow's are its agents'
-    assert.equals(calls[1].tokens_in + calls[3].tokens_in, a.tokens_in)
-    assert.equals(calls[1].tokens_out + calls[3].tokens_out, a.tokens_out)
-    assert.is_true(a.tokens_in > 0)
+    -- tokens: the step's totals are its calls', the workflow's are its steps'
+    assert.equals(calls[1].tokens_in + calls[3].tokens_in, s1.tokens_in)
+    assert.equals(calls[1].tokens_out + calls[3].tokens_out, s1.tokens_out)
+    assert.is_true(s1.tokens_in > 0)
 
     -- step 2: a parallel, with its branches' steps nested under it
     local s2 = steps[2]
     local inner = kids(s2, "step")
     assert.same({ "2.1.1", "2.2.1" }, { inner[1].step, inner[2].step })
     assert.same({ "call", "tool", "calculator" }, { inner[1].kind, inner[2].kind, inner[2].name })
-    local b = kids(inner[1], "run")[1]
-    assert.same({ "worker", "2.1.1" }, { b.name, b.parent_step })
-    assert.equals(a.tokens_in + b.tokens_in, t.tokens_in)
-    assert.equals(a.tokens_out + b.tokens_out, t.tokens_out)
+    local b = kids(inner[1], "model")
+    assert.equals(1, #b)
+    assert.equals(b[1].tokens_in, inner[1].tokens_in)
+    assert.equals(s1.tokens_in + inner[1].tokens_in, t.tokens_in)
+    assert.equals(s1.tokens_out + inner[1].tokens_out, t.tokens_out)
 
-    -- the agent runs are the workflow's children: not listed as runs of their own
-    local listed = cjson.decode(H.ok(moonhive({ "runs", "--json", "--limit", "5" })))
-    for _, r in ipairs(listed) do assert.is_not.equals(a.id, r.id) end
+    -- the calls are events of the workflow run, tagged with their step and attempt
+    local show = cjson.decode(H.ok(moonhive({ "runs", "show", id, "--json" })))
+    local tagged = {}
+    for _, ev in ipairs(show.events) do
+      if ev.kind == "model_call" then tagged[#tagged + 1] = ("%s#%d"):format(ev.step, ev.attempt) end
+    end
+    assert.same({ "1#1", "1#1", "2.1.1#1" }, tagged)
 
     local text = H.ok(moonhive({ "trace", id:sub(1, 16) }))
     assert.matches("workflow  traced  " .. H.lit(id) .. "  succeeded", text)
-    assert.matches("├─ 1  call worker  ok  %d+ ms", text)
-    assert.matches("│  └─ agent  worker  " .. H.lit(a.id) .. "  succeeded", text)
-    assert.matches("│     ├─ model  openai/x  %d+ ms  %d+ in / %d+ out tokens  1 tool call", text)
-    assert.matches("│     ├─ tool  calculator  ok", text)
+    assert.matches("├─ 1  call worker  ok  %d+ ms  %d+ in / %d+ out tokens", text)
+    assert.matches("│  ├─ model  openai/x  %d+ ms  %d+ in / %d+ out tokens  1 tool call", text)
+    assert.matches("│  ├─ tool  calculator  ok", text)
     assert.matches("│  ├─ 2.1.1  call worker  ok", text)
     assert.matches("└─ 3  sleep  ok", text)
     assert.not_matches("You work carefully", text)
@@ -126,12 +126,12 @@ return workflow{name = "wordy", run = function(wf) return wf:call("wordy", "say 
     assert.equals(0, res.code, H.show(res))
     local id = run_id_of(res.stderr)
     local t = trace(id, true)
-    local model = kids(kids(step(t, "1"), "run")[1], "model")[1]
+    local model = kids(step(t, "1"), "model")[1]
     local left = #"Be brief. " + #long - 4096
     assert.equals(4096 + #("... [%d more bytes]"):format(left), #model.system)
     assert.matches("^Be brief%. x+%.%.%. %[" .. left .. " more bytes%]$", model.system)
     assert.same({ { role = "user", content = "say hi [reply:hi]" } }, model.messages)
-    assert.is_nil(trace(id).children[1].children[1].children[1].system) -- not without --verbose
+    assert.is_nil(trace(id).children[1].children[1].system) -- not without --verbose
 
     local text = H.ok(moonhive({ "trace", id, "--verbose" }))
     assert.matches("system: Be brief. xxx", text, 1, true)
@@ -155,8 +155,8 @@ return workflow{name = "wordy", run = function(wf) return wf:call("wordy", "say 
     assert.equals(t.children[1].tokens_in + t.children[3].tokens_in, t.tokens_in)
   end)
 
-  it("closes agent runs a step left behind: a timed-out attempt, a killed process", function()
-    -- attempt 1 times out; attempt 2 answers: two agent runs under the step
+  it("tells the attempts of a step apart: a timed-out one, one a killed process left", function()
+    -- attempt 1 times out; attempt 2 answers: two attempts under the step
     local res = moonhive({ "run", write("retry.lua", [[
 local n = 0
 local slow = agent{name = "slow", run = function(self, input, ctx)
@@ -172,14 +172,19 @@ end}]]) })
     local t = trace(run_id_of(res.stderr))
     local s1 = step(t, "1")
     assert.same({ "ok", 2 }, { s1.status, s1.attempts })
-    local attempts = kids(s1, "run")
+    local attempts = kids(s1, "attempt")
     assert.equals(2, #attempts)
-    assert.same({ "failed", "succeeded" }, { attempts[1].status, attempts[2].status })
-    assert.matches("attempt 1 failed", attempts[1].error, 1, true)
+    assert.same({ 1, 2 }, { attempts[1].attempt, attempts[2].attempt })
+    assert.same({ "failed", "ok" }, { attempts[1].status, attempts[2].status })
+    assert.matches("timed out after 150 ms", attempts[1].error, 1, true)
+    assert.is_true(attempts[1].ms >= 150, "attempt 1 took " .. tostring(attempts[1].ms))
     assert.same({ "event", "note" }, { attempts[2].children[1].type, attempts[2].children[1].kind })
-    assert.matches("2 attempts", H.ok(moonhive({ "trace", t.id })), 1, true)
+    assert.same({ attempt = 2 }, attempts[2].children[1].data)
+    local text = H.ok(moonhive({ "trace", t.id }))
+    assert.matches("2 attempts", text, 1, true)
+    assert.matches("├─ attempt 1  failed  %d+ ms", text)
 
-    -- a process killed inside a step: resume closes the agent run it had going
+    -- a process killed inside a step: after the resume its attempt shows as interrupted
     local file = write("killed.lua", [[
 local nap = agent{name = "nap", run = function(self, input, ctx)
   ctx:emit("note")
@@ -189,27 +194,28 @@ end}
 return workflow{name = "killed", run = function(wf, input) return wf:call(nap, input) end}]])
     local until_ = uv.gettimeofday() + 4 -- the agent sleeps until then: long enough to be killed inside it
     local p = H.start({ "run", file, "--input", ("%.3f"):format(until_) }, { cwd = project, env = env() })
-    local id, child
+    local id, seen
     H.wait_until(function()
       id = run_id_of(p.stderr())
       if not id then return false end
       local r = moonhive({ "trace", id, "--json" })
       local s = r.code == 0 and step(cjson.decode(r.stdout), "1")
-      child = s and kids(s, "run")[1]
-      return child ~= nil
+      seen = s and kids(s, "event")[1]
+      return seen ~= nil
     end, 10000)
-    assert.truthy(child, p.stderr())
+    assert.truthy(seen, p.stderr())
+    assert.equals("note", seen.kind)
     assert.equals("unfinished", step(trace(id), "1").status)
     p.kill("sigkill")
     p.wait() -- reaped: its pid is gone
     H.wait_until(function() return uv.gettimeofday() > until_ + 0.05 end, 5000)
     local r = moonhive({ "runs", "resume", id })
     assert.equals(0, r.code, H.show(r))
-    local after = kids(step(trace(id), "1"), "run")
+    local after = kids(step(trace(id), "1"), "attempt")
     assert.equals(2, #after)
-    assert.same({ child.id, "failed" }, { after[1].id, after[1].status })
+    assert.same({ "interrupted", "ok" }, { after[1].status, after[2].status })
     assert.matches("interrupted", after[1].error)
-    assert.equals("succeeded", after[2].status)
+    assert.is_true(after[1].started_at < after[2].started_at)
   end)
 
   it("says what is wrong with bad arguments", function()
