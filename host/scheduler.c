@@ -261,6 +261,13 @@ static void describe_error(mh_run *run, int status, const char *message) {
     snprintf(other, sizeof other, "(error object is a %s value)", luaL_typename(co, -1));
     msg = other;
   }
+  /* A task or runtime run cancelled by whoever started it (the usual end of
+   * a watcher or a timer) needs no traceback: building one cost more than
+   * the rest of such a run. */
+  if (run->broken == MH_BREAK_CANCEL && (run->parent || vm->trusted)) {
+    run->error = strdup(msg);
+    return;
+  }
   char *copy = strdup(msg);
   /* The traceback needs a little memory even when the run hit the cap. */
   size_t saved_limit = vm->mem_limit;

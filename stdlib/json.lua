@@ -11,14 +11,18 @@
 
 local json = {}
 
-local byte, char, concat, format, sort = string.byte, string.char, table.concat, string.format, table.sort
+local byte, char, concat, find, format, gsub, sort = string.byte, string.char, table.concat, string.find, string.format,
+                                                    string.gsub, table.sort
 local floor, huge, mtype = math.floor, math.huge, math.type
 
 local escapes = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n",
                   ["\r"] = "\\r", ["\t"] = "\\t" }
 
+local function escape(c) return escapes[c] or format("\\u%04x", byte(c)) end
+
 local function quote(s)
-  return '"' .. s:gsub('[%c"\\]', function(c) return escapes[c] or format("\\u%04x", byte(c)) end) .. '"'
+  if not find(s, '[%c"\\]') then return '"' .. s .. '"' end -- most text: scanned once, nothing built
+  return '"' .. gsub(s, '[%c"\\]', escape) .. '"'
 end
 
 -- An array: only positive integer keys. Holes (a decoded null) become null,
@@ -36,15 +40,27 @@ end
 
 local encode_value
 
-local function encode_table(t, out, depth, path)
-  if depth > 64 then error(("json.encode: %s is nested too deeply (or a cycle)"):format(path), 0) end
+-- Where a value is, for error messages: "value.items[2].name" from the keys
+-- on the way down (trail[1..depth]); built only when there is an error.
+local function where(trail, depth)
+  local parts = { "value" }
+  for i = 1, depth do
+    local k = trail[i]
+    parts[#parts + 1] = mtype(k) == "integer" and ("[" .. k .. "]") or ("." .. k)
+  end
+  return concat(parts)
+end
+
+local function encode_table(t, out, depth, trail)
+  if depth > 64 then error(("json.encode: %s is nested too deeply (or a cycle)"):format(where(trail, depth)), 0) end
   local array, n = is_array(t)
   if array then
     if n == 0 then out[#out + 1] = "[]" return end
     out[#out + 1] = "["
     for i = 1, n do
       if i > 1 then out[#out + 1] = "," end
-      encode_value(rawget(t, i), out, depth + 1, path .. "[" .. i .. "]")
+      trail[depth + 1] = i
+      encode_value(rawget(t, i), out, depth + 1, trail)
     end
     out[#out + 1] = "]"
     return
@@ -52,7 +68,7 @@ local function encode_table(t, out, depth, path)
   local keys = {}
   for k in next, t do
     if type(k) ~= "string" then
-      error(("json.encode: %s has a key that is not a string (%s)"):format(path, type(k)), 0)
+      error(("json.encode: %s has a key that is not a string (%s)"):format(where(trail, depth), type(k)), 0)
     end
     keys[#keys + 1] = k
   end
@@ -62,16 +78,19 @@ local function encode_table(t, out, depth, path)
     if i > 1 then out[#out + 1] = "," end
     out[#out + 1] = quote(k)
     out[#out + 1] = ":"
-    encode_value(rawget(t, k), out, depth + 1, path .. "." .. k)
+    trail[depth + 1] = k
+    encode_value(rawget(t, k), out, depth + 1, trail)
   end
   out[#out + 1] = "}"
 end
 
-function encode_value(v, out, depth, path)
+function encode_value(v, out, depth, trail)
   local t = type(v)
   if t == "string" then out[#out + 1] = quote(v)
   elseif t == "number" then
-    if v ~= v or v == huge or v == -huge then error(("json.encode: %s is not a finite number"):format(path), 0) end
+    if v ~= v or v == huge or v == -huge then
+      error(("json.encode: %s is not a finite number"):format(where(trail, depth)), 0)
+    end
     if mtype(v) == "integer" or (v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53) then
       out[#out + 1] = format("%d", v)
     else
@@ -80,13 +99,14 @@ function encode_value(v, out, depth, path)
     end
   elseif t == "boolean" then out[#out + 1] = v and "true" or "false"
   elseif t == "nil" then out[#out + 1] = "null"
-  elseif t == "table" then encode_table(v, out, depth, path)
-  else error(("json.encode: %s is a %s, which JSON cannot hold"):format(path, t), 0) end
+  elseif t == "table" then encode_table(v, out, depth, trail)
+  else error(("json.encode: %s is a %s, which JSON cannot hold"):format(where(trail, depth), t), 0) end
 end
 
 function json.encode(v)
+  if type(v) == "string" then return quote(v) end
   local out = {}
-  encode_value(v, out, 0, "value")
+  encode_value(v, out, 0, {})
   return concat(out)
 end
 

@@ -106,7 +106,8 @@ function _M.record(run_id, kind, agent, data, step, attempt)
   if usage then ok, done, e = pcall(db.transaction, db, write) else ok, done, e = true, write(db) end
   if not ok then return nil, tostring(done) end
   if not done then return nil, e end
-  seqs[run_id] = seq
+  -- a workflow run's "finished" is its last event: its number is not kept
+  seqs[run_id] = kind ~= "finished" and seq or nil
   if kind == "tool_result" and type(data) == "table" then tally.tool_result(data.name, data.ok) end
   return seq
 end
@@ -135,6 +136,12 @@ function _M.start(req, _, caller)
     ancestors[id] = line
   end
   return { id = id }
+end
+
+-- Run id was just created (by the workflow store): it has no events yet,
+-- so its first needs no max(seq).
+function _M.created(id)
+  seqs[id] = 0
 end
 
 -- Where a caller's events go: its own run, and when it is inside a

@@ -71,6 +71,8 @@ function _M.runs.create(req)
                       id, req.name, req.kind or "workflow", req.version, status, req.input, now, req.owner,
                       req.owner and now + (req.lease_ms or 0) / 1000 or nil)
   if not ok then return nil, e end
+  positions[id] = 0 -- a new run has no journal: its first entry needs no max(pos)
+  runs.created(id)
   return id
 end
 
@@ -238,16 +240,17 @@ function _M.journal.put(run_id, entry, owner, usage)
   local d, err = db()
   if not d then return nil, err end
   usage = usage or {}
-  local ok, status = pcall(d.transaction, d, function(t)
-    -- the lease fence, the usage and the run's status in one statement
-    local row, e = t:first([[UPDATE runs SET tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost = cost + ?
-                             WHERE id = ? AND (? IS NULL OR lease_owner = ?) RETURNING status]],
-                           usage.tokens_in or 0, usage.tokens_out or 0, usage.cost or 0, run_id, owner, owner)
-    if not row then error(e or LOST, 0) end
-    put(t, run_id, entry)
-    return row.status
-  end)
-  if not ok then return nil, tostring(status) end
+  -- the lease fence, the usage and the run's status in one statement, then
+  -- the entry; no savepoint around the pair: both are in the loop turn's
+  -- group commit, and only an entry already journaled (an engine bug) can
+  -- fail the second after the first
+  local row, e = d:first([[UPDATE runs SET tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost = cost + ?
+                           WHERE id = ? AND (? IS NULL OR lease_owner = ?) RETURNING status]],
+                         usage.tokens_in or 0, usage.tokens_out or 0, usage.cost or 0, run_id, owner, owner)
+  if not row then return nil, e or LOST end
+  local ok, perr = pcall(put, d, run_id, entry)
+  if not ok then return nil, tostring(perr) end
+  local status = row.status
   local done, e = d:committed()
   if not done then return nil, e end
   return status
