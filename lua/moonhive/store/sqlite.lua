@@ -71,8 +71,10 @@ function _M.runs.create(req)
                       id, req.name, req.kind or "workflow", req.version, status, req.input, now, req.owner,
                       req.owner and now + (req.lease_ms or 0) / 1000 or nil)
   if not ok then return nil, e end
-  positions[id] = 0 -- a new run has no journal: its first entry needs no max(pos)
-  runs.created(id)
+  if status == "running" then -- ours to execute: its first entry and event need no max(pos), max(seq)
+    positions[id] = 0
+    runs.created(id)
+  end
   return id
 end
 
