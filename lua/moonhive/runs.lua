@@ -64,6 +64,12 @@ end
 _M.new_id = new_id -- the workflow store's runs share the table and the ids
 
 
+-- sum + u, both {tokens_in=, tokens_out=, cost=}: sum.
+local function add_usage(sum, u)
+  sum.tokens_in, sum.tokens_out, sum.cost = sum.tokens_in + u.tokens_in, sum.tokens_out + u.tokens_out, sum.cost + u.cost
+  return sum
+end
+
 -- Records event `kind` in run run_id (in step `step`'s attempt `attempt`
 -- when given: see target): its number | nil, message. A model call's usage
 -- joins the run's totals (and its ancestors') in the same commit, or, in a
@@ -76,20 +82,17 @@ function _M.record(run_id, kind, agent, data, step, attempt)
     local row = db:first("SELECT max(seq) AS n FROM run_events WHERE run_id = ?", run_id)
     seq = (row and row.n or 0) + 1
   end
-  local usage = kind == "model_call" and type(data) == "table" and type(data.usage) == "table" and data.usage
+  local usage = kind == "model_call" and type(data) == "table" and type(data.usage) == "table" and
+                { tokens_in = math.floor(tonumber(data.usage.input) or 0),
+                  tokens_out = math.floor(tonumber(data.usage.output) or 0), cost = tonumber(data.cost) or 0 }
   if usage and step then -- a step's: its totals are written when the step is journaled
     local steps = held[run_id] or {}
     held[run_id] = steps
-    local h = steps[step] or { tokens_in = 0, tokens_out = 0, cost = 0 }
-    steps[step] = h
-    h.tokens_in = h.tokens_in + math.floor(tonumber(usage.input) or 0)
-    h.tokens_out = h.tokens_out + math.floor(tonumber(usage.output) or 0)
-    h.cost = h.cost + (tonumber(data.cost) or 0)
+    steps[step] = add_usage(steps[step] or { tokens_in = 0, tokens_out = 0, cost = 0 }, usage)
     usage = nil
   end
   local function total(d, id)
-    local ok, e = d:run(ADD_USAGE, math.floor(tonumber(usage.input) or 0), math.floor(tonumber(usage.output) or 0),
-                        tonumber(data.cost) or 0, id)
+    local ok, e = d:run(ADD_USAGE, usage.tokens_in, usage.tokens_out, usage.cost, id)
     if not ok then error(e, 0) end -- rolls the event back too
   end
   local function write(d)
@@ -174,9 +177,7 @@ function _M.close_all(parent)
   if not steps then return true end
   held[parent] = nil
   local sum = { tokens_in = 0, tokens_out = 0, cost = 0 }
-  for _, u in pairs(steps) do
-    sum.tokens_in, sum.tokens_out, sum.cost = sum.tokens_in + u.tokens_in, sum.tokens_out + u.tokens_out, sum.cost + u.cost
-  end
+  for _, u in pairs(steps) do add_usage(sum, u) end
   local db, err = database.get()
   if not db then return nil, err end
   local ok, e = db:run(ADD_USAGE, sum.tokens_in, sum.tokens_out, sum.cost, parent)
