@@ -9,8 +9,9 @@
  *             agent's run function, N runs of it in one sandbox; each run is
  *             recorded (runs, events) in SQLite as `moonhive run` does
  *   workflow  the same three agents as the steps of a durable workflow
- *             (wf:call each), N runs of it: each step an agent run of its
- *             own and a journal entry committed before the next step
+ *             (wf:call each), N runs of it: each step's model call an
+ *             event of the workflow run, and a journal entry committed
+ *             before the next step
  *   plain C   the same three calls per run from C, on the same libcurl-multi
  *             on libuv transport, requests built and replies parsed with
  *             cJSON; nothing recorded
@@ -19,7 +20,10 @@
  * concurrent run, and wall as a ratio of the ideal 3 x latency. The model
  * concurrency cap and the per-origin connection cap are lifted for both sides
  * (MOONHIVE_LLM_CONCURRENCY, MOONHIVE_HTTP_HOST_CONNECTIONS=0), so N runs
- * really are N at once. Each measurement runs in a fresh child process.
+ * really are N at once. Each measurement runs in a fresh child process;
+ * the sides take turns, round after round, and each CPU ratio is the
+ * median of the rounds' own ratios (this machine's speed drifts by a third
+ * within a minute, which a ratio of medians taken minutes apart absorbs).
  *
  * Usage: bench_w3 MOCK_LLM_PORT (with MOONHIVE_DATA pointing at a scratch dir)
  * BENCH_W3=N:LATENCY_MS:REPS measures that one case only (for a profiler). */
@@ -285,14 +289,30 @@ static void measure_plain(void *ud, double *out) {
 
 /* ---- report ---- */
 
-static void medians(void (*measure)(void *, double *), w3_config *cfg, int reps, double *fig) {
-  double samples[FIGS][9];
+/* The measured sides of one case; want[i] says whether side i is measured. */
+enum { SIDE_MOONHIVE, SIDE_WORKFLOW, SIDE_PLAIN, SIDES };
+static void (*const side_measure[SIDES])(void *, double *) = {measure_moonhive, measure_workflow, measure_plain};
+
+/* Measures every wanted side reps times, interleaved (moonhive, workflow,
+ * plain, moonhive, ...), so a machine that speeds up or slows down in the
+ * middle of the case weighs on every side alike. fig[side]: the medians of
+ * its figures; the CPU ratios are medians of each round's own ratio. */
+static void measure_sides(w3_config *cfg, int reps, const int *want, double fig[SIDES][FIGS],
+                          double *wf_per_mh, double *mh_per_plain) {
+  double samples[SIDES][FIGS][9], wf_mh[9], mh_plain[9];
   for (int r = 0; r < reps; r++) {
-    double got[FIGS];
-    in_child(measure, cfg, got, FIGS);
-    for (int f = 0; f < FIGS; f++) samples[f][r] = got[f];
+    for (int side = 0; side < SIDES; side++) {
+      double got[FIGS] = {0};
+      if (want[side]) in_child(side_measure[side], cfg, got, FIGS);
+      for (int f = 0; f < FIGS; f++) samples[side][f][r] = got[f];
+    }
+    wf_mh[r] = samples[SIDE_WORKFLOW][FIG_CPU_STEP][r] / samples[SIDE_MOONHIVE][FIG_CPU_STEP][r];
+    mh_plain[r] = samples[SIDE_MOONHIVE][FIG_CPU_STEP][r] / samples[SIDE_PLAIN][FIG_CPU_STEP][r];
   }
-  for (int f = 0; f < FIGS; f++) fig[f] = median(samples[f], reps);
+  for (int side = 0; side < SIDES; side++)
+    for (int f = 0; f < FIGS; f++) fig[side][f] = median(samples[side][f], reps);
+  *wf_per_mh = median(wf_mh, reps);
+  *mh_per_plain = median(mh_plain, reps);
 }
 
 static void print_side(const char *who, const double *fig, int n, int latency_ms) {
@@ -309,7 +329,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   struct { int n, latency_ms, reps, workflow; } plan[] = {
-    {1, 0, 9, 1}, {100, 0, 5, 0}, {1000, 0, 3, 1}, {1000, 50, 3, 1}, {5000, 50, 3, 0},
+    {1, 0, 9, 1}, {100, 0, 5, 0}, {1000, 0, 3, 1}, {1000, 50, 5, 1}, {5000, 50, 3, 0},
   };
   printf("w3: researcher -> coder -> reviewer, one mock call each (model concurrency and connections per origin "
          "uncapped); medians\n");
@@ -321,15 +341,16 @@ int main(int argc, char **argv) {
   const char *side = getenv("BENCH_W3_SIDE"); /* with BENCH_W3: only "moonhive", "workflow" or "plain" */
   for (size_t i = 0; i < cases; i++) {
     w3_config cfg = {plan[i].n, plan[i].latency_ms, atoi(argv[1])};
-    double mh[FIGS] = {0}, wf[FIGS] = {0}, plain[FIGS] = {0};
-    if (!side || strcmp(side, "moonhive") == 0) medians(measure_moonhive, &cfg, plan[i].reps, mh);
-    if ((plan[i].workflow || cases == 1) && (!side || strcmp(side, "workflow") == 0))
-      medians(measure_workflow, &cfg, plan[i].reps, wf);
-    if (!side || strcmp(side, "plain") == 0) medians(measure_plain, &cfg, plan[i].reps, plain);
+    int want[SIDES] = {!side || strcmp(side, "moonhive") == 0,
+                       (plan[i].workflow || cases == 1) && (!side || strcmp(side, "workflow") == 0),
+                       !side || strcmp(side, "plain") == 0};
+    double fig[SIDES][FIGS], wf_per_mh, mh_per_plain;
+    measure_sides(&cfg, plan[i].reps, want, fig, &wf_per_mh, &mh_per_plain);
+    double *mh = fig[SIDE_MOONHIVE], *wf = fig[SIDE_WORKFLOW], *plain = fig[SIDE_PLAIN];
     printf("w3: N = %d concurrent runs, mock latency %d ms: moonhive/plain C CPU per step %.2f", cfg.n,
-           cfg.latency_ms, mh[FIG_CPU_STEP] / plain[FIG_CPU_STEP]);
-    if (wf[FIG_CPU_STEP] > 0) printf(", workflow/moonhive %.2f", wf[FIG_CPU_STEP] / mh[FIG_CPU_STEP]);
-    printf("\n");
+           cfg.latency_ms, mh_per_plain);
+    if (wf[FIG_CPU_STEP] > 0) printf(", workflow/moonhive %.2f", wf_per_mh);
+    printf(" (medians of each round's ratio)\n");
     print_side("moonhive", mh, cfg.n, cfg.latency_ms);
     if (wf[FIG_CPU_STEP] > 0) print_side("workflow", wf, cfg.n, cfg.latency_ms);
     print_side("plain C", plain, cfg.n, cfg.latency_ms);

@@ -6,6 +6,9 @@
  *   local a, b = task.all{f1, f2}   -- spawn each, wait for all; first result of each;
  *                                   -- raises "task N failed: ..." if one fails
  *   local sem = task.semaphore(n)   -- at most n holders at once (semaphore.c)
+ *   local ev = task.event()         -- a latch: ev:wait() until someone's ev:set() (event.c)
+ *   local t = task.background(fn, ...) -- runtime only: fn(...) as a run of its own,
+ *                                   -- not the caller's child: it outlives the caller
  * t:wait() and t:cancel() work too. A child shares the sandbox and the
  * parent's deadline, has its own CPU budget, and is cancelled when the parent
  * run ends.
@@ -21,6 +24,7 @@
 #include <lauxlib.h>
 
 #include "scheduler.h"
+#include "vm.h"
 
 static const char TASK_MT = 0; /* registry: metatable of task handles */
 
@@ -45,6 +49,37 @@ static void task_unhold(lua_State *L, task *t) {
   /* (A waiter holds the handle on its stack, so none is left here.) */
   luaL_unref(L, LUA_REGISTRYINDEX, t->results_ref);
   free(t);
+}
+
+/* ---- the metatables of task's objects ---- */
+
+void mh_task_set_mt(lua_State *L, const void *key, const char *name, const luaL_Reg *methods) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 3);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+  }
+  lua_setmetatable(L, -2);
+}
+
+void *mh_task_check(lua_State *L, int idx, const void *key, const char *name) {
+  void *p = lua_touserdata(L, idx);
+  if (p && lua_getmetatable(L, idx)) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, key);
+    int ok = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (ok) return p;
+  }
+  luaL_typeerror(L, idx, name);
+  return NULL;
 }
 
 /* ---- waiting ---- */
@@ -184,8 +219,9 @@ static int task_gc(lua_State *L) {
 /* [-0, +1, e] pushes the metatable of task handles */
 static void push_task_mt(lua_State *L);
 
-/* task.spawn(fn, ...) [-n, +1, e] */
-static int task_spawn(lua_State *L) {
+/* [-n, +1, e] Starts fn(...) (the whole stack) as a child run of the
+ * caller, or (detached) as a run of its own in the same state. */
+static int start_task(lua_State *L, int detached) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   mh_run *parent = mh_run_current(L);
   if (parent == NULL) return luaL_error(L, "task.spawn can only be called while a script runs");
@@ -204,12 +240,21 @@ static int task_spawn(lua_State *L) {
   if (!lua_checkstack(main, n + 8)) return luaL_error(L, "task.spawn: too many arguments");
   for (int i = 1; i <= n; i++) lua_pushvalue(L, i);
   lua_xmove(L, main, n);
-  mh_run *child = mh_run_spawn(parent, n - 1, task_done, t);
+  mh_run *child = detached ? mh_run_start(parent->vm, n - 1, task_done, t)
+                           : mh_run_spawn(parent, n - 1, task_done, t);
   if (child == NULL) return luaL_error(L, "task.spawn: cannot start a task (memory limit)");
   t->run = child;
   t->holders++;
   return 1;
 }
+
+/* task.spawn(fn, ...) [-n, +1, e] */
+static int task_spawn(lua_State *L) { return start_task(L, 0); }
+
+/* task.background(fn, ...) [-n, +1, e]: the trusted runtime's long-lived
+ * work (the workflow watch loop); no sandbox gets it, since such a run is
+ * bounded by no script's limits */
+static int task_background(lua_State *L) { return start_task(L, 1); }
 
 /* task.cancel(t) [-1, +0, v] */
 static int task_cancel(lua_State *L) {
@@ -299,7 +344,11 @@ static void push_task_mt(lua_State *L) {
 int luaopen_mh_task(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"spawn", task_spawn}, {"wait", task_wait}, {"cancel", task_cancel}, {"all", task_all},
-    {"semaphore", mh_task_semaphore}, {NULL, NULL}};
+    {"semaphore", mh_task_semaphore}, {"event", mh_task_event}, {NULL, NULL}};
   luaL_newlib(L, funcs);
+  if (mh_vm_of(L)->trusted) {
+    lua_pushcfunction(L, task_background);
+    lua_setfield(L, -2, "background");
+  }
   return 1;
 }

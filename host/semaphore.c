@@ -68,17 +68,7 @@ static void permit_release(mh_op *op) {
 
 static const mh_op_type permit_type = {"semaphore", permit_release};
 
-static semaphore *check_sem(lua_State *L) {
-  semaphore *s = lua_touserdata(L, 1);
-  if (s && lua_getmetatable(L, 1)) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &SEM_MT);
-    int ok = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    if (ok) return s;
-  }
-  luaL_typeerror(L, 1, "semaphore");
-  return NULL;
-}
+static semaphore *check_sem(lua_State *L) { return mh_task_check(L, 1, &SEM_MT, "semaphore"); }
 
 static int acquire_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
@@ -140,20 +130,8 @@ int mh_task_semaphore(lua_State *L) {
   semaphore *s = lua_newuserdatauv(L, sizeof *s, 0);
   s->free = n;
   s->head = s->tail = NULL;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &SEM_MT) == LUA_TNIL) {
-    lua_pop(L, 1);
-    lua_createtable(L, 0, 3);
-    static const luaL_Reg methods[] = {
-      {"acquire", sem_acquire}, {"release", sem_release}, {"available", sem_available}, {NULL, NULL}};
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushliteral(L, "semaphore");
-    lua_setfield(L, -2, "__name");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &SEM_MT);
-  }
-  lua_setmetatable(L, -2);
+  static const luaL_Reg methods[] = {
+    {"acquire", sem_acquire}, {"release", sem_release}, {"available", sem_available}, {NULL, NULL}};
+  mh_task_set_mt(L, &SEM_MT, "semaphore", methods);
   return 1;
 }

@@ -171,6 +171,13 @@ local migrations = {
   [[ALTER TABLE run_events ADD COLUMN step TEXT;
     ALTER TABLE run_events ADD COLUMN attempt INTEGER;
     DROP INDEX runs_parent]],
+  -- 12: a journaled step carries the usage of its model calls, and a
+  -- workflow run's row gets their sum once, when it finishes: a step no
+  -- longer rewrites the run's row (1,000 concurrent runs scatter their rows
+  -- over the whole table, so each step dirtied a page of its own)
+  [[ALTER TABLE journal ADD COLUMN tokens_in INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE journal ADD COLUMN tokens_out INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE journal ADD COLUMN cost REAL NOT NULL DEFAULT 0]],
 }
 
 local db, failure

@@ -170,6 +170,12 @@ function _M.close_step(parent, step)
   return sum
 end
 
+-- Adds usage {tokens_in=, tokens_out=, cost=} to run id's totals on db:
+-- true | nil, message.
+function _M.add_to_totals(db, id, usage)
+  return db:run(ADD_USAGE, usage.tokens_in, usage.tokens_out, usage.cost, id)
+end
+
 -- Adds the usage held for workflow run parent's steps to its totals: the
 -- run ended (or was cancelled) inside them, so they are never journaled.
 function _M.close_all(parent)
@@ -180,9 +186,29 @@ function _M.close_all(parent)
   for _, u in pairs(steps) do add_usage(sum, u) end
   local db, err = database.get()
   if not db then return nil, err end
-  local ok, e = db:run(ADD_USAGE, sum.tokens_in, sum.tokens_out, sum.cost, parent)
+  local ok, e = _M.add_to_totals(db, parent, sum)
   if not ok then return nil, e end
   return true
+end
+
+local LIVE = { pending = true, running = true, waiting = true }
+
+-- row (a runs row) with the usage of its journaled steps added when it is
+-- an unfinished workflow run: those join the row itself only when the run
+-- finishes (moonhive.store.sqlite).
+local function live_totals(db, row)
+  if row.kind ~= "workflow" or not LIVE[row.status] then return row end
+  local j = db:first([[SELECT coalesce(sum(tokens_in), 0) AS tokens_in, coalesce(sum(tokens_out), 0) AS tokens_out,
+                              coalesce(sum(cost), 0) AS cost FROM journal WHERE run_id = ?]], row.id)
+  if j then add_usage(row, j) end
+  return row
+end
+
+-- rows, each with live_totals; passes nil, message through.
+local function all_live(db, rows, e)
+  if not rows then return nil, e end
+  for _, r in ipairs(rows) do live_totals(db, r) end
+  return rows
 end
 
 function _M.event(req, _, caller)
@@ -310,18 +336,17 @@ end
 function _M.children(id)
   local db, err = database.get()
   if not db then return nil, err end
-  return db:query([[SELECT id, agent, kind, status, started_at, finished_at, tokens_in, tokens_out, cost, error,
-                           parent_step FROM runs WHERE parent_run = ? ORDER BY started_at, rowid]], id)
+  return all_live(db, db:query([[SELECT id, agent, kind, status, started_at, finished_at, tokens_in, tokens_out, cost,
+                                        error, parent_step FROM runs WHERE parent_run = ? ORDER BY started_at, rowid]], id))
 end
 
 -- The latest runs started by no other run, newest first.
 function _M.list(limit)
   local db, err = database.get()
   if not db then return nil, err end
-  local rows, e = db:query([[SELECT id, agent, kind, version, status, started_at, finished_at, tokens_in, tokens_out, cost
-                             FROM runs WHERE parent_run IS NULL ORDER BY started_at DESC LIMIT ?]], limit or 20)
-  if not rows then return nil, e end
-  return rows
+  return all_live(db, db:query([[SELECT id, agent, kind, version, status, started_at, finished_at, tokens_in, tokens_out,
+                                        cost FROM runs WHERE parent_run IS NULL ORDER BY started_at DESC LIMIT ?]],
+                               limit or 20))
 end
 
 -- The row of run `id` (a unique prefix is enough) on db, or nil and a message.
@@ -341,6 +366,7 @@ function _M.show(id)
   if not db then return nil, err end
   local run, e = _M.find(db, id)
   if not run then return nil, e end
+  live_totals(db, run)
   run.input, run.output = decode(run.input), decode(run.output)
   run.events = db:query("SELECT seq, at, kind, agent, data, step, attempt FROM run_events WHERE run_id = ? ORDER BY seq",
                         run.id)

@@ -42,8 +42,10 @@
 --   status{status=, output=, error=} -> {status=}
 --   watch{} -> {status=, lost=, draining=}
 --       waits until the caller's run is cancelled, taken over by another
---       process (lost: why), or finished; one query every 250 ms looks at
---       every watched run of the process, and renews its leases when due
+--       process (lost: why), or finished, or the process drains; the
+--       process's one watch loop (a background task) looks at every
+--       watched run in one query every 250 ms, renews its leases when due,
+--       and wakes the watches that have news
 --   take_signal{name=, step=, memory=} -> {found=, payload=, status=, lost=}
 -- Each answer with a status also renews the run's lease when due; lost
 -- says why the run must stop (another process took it over); draining,
@@ -197,6 +199,10 @@ function _M.attach(req)
            started_at = run.started_at, agents = agents }
 end
 
+local WATCH_MS = 250
+local watched = {} -- run id -> {ev = the event its engine's watch waits on, lost = why}
+local looping = false -- the watch loop is running
+
 -- The run's status for the engine; renews its lease when due (lost: why
 -- the run must stop, another process having taken it over).
 local draining = false -- the process is shutting down: runs stop at their next journaled point
@@ -263,49 +269,65 @@ function _M.status(req, _, caller)
                              lease.owner())
   if not ok then return nil, write_error(caller.run_id, now) end
   if TERMINAL[req.status] then
+    watched[caller.run_id] = nil -- its watch was cancelled by its engine
     lease.drop(caller.run_id)
     runs.close_all(caller.run_id)
   end
   return { status = now or req.status }
 end
 
-local WATCH_MS = 250
-local watched = {} -- run id -> its status as last seen, for the runs whose engine waits in watch
-local refreshed = -math.huge
+-- Wakes the watch of run id (if one waits; lost: why its lease is gone)
+-- and forgets it.
+local function wake(id, lost)
+  local w = watched[id]
+  watched[id] = nil
+  if w then
+    w.lost = lost
+    w.ev:set()
+  end
+end
 
--- Looks at every watched run at once, at most every WATCH_MS, and renews
--- this process's leases when due. Runs seen finished are no longer watched
--- (the watch of one that ended normally was cancelled by its engine).
-local function refresh(s)
-  local now = time.monotonic()
-  if now - refreshed < WATCH_MS then return end
-  refreshed = now
+-- One look at every watched run: the status of all of them in one query,
+-- and this process's leases renewed when due. The watch of a run that is
+-- finished (cancelled, or gone), or whose lease was lost, is woken.
+local function look(s)
   local ids = {}
   for id in pairs(watched) do ids[#ids + 1] = id end
   local got = s.runs.statuses(ids)
-  for _, id in ipairs(ids) do
-    local st = got and got[id] or (got and "gone") or watched[id]
-    watched[id] = UNFINISHED[st] and st or nil
-    if st == "cancelled" then runs.close_all(id) end
-  end
   lease.renew_all(s)
+  if not got then return end -- the store failed: look again next round
+  for _, id in ipairs(ids) do
+    local st = got[id] or "gone"
+    if st == "cancelled" then runs.close_all(id) end
+    local lost = lease.lost(id)
+    if lost or not UNFINISHED[st] then wake(id, lost) end
+  end
+end
+
+-- The process's one watch loop, a task of its own: runs while any run is
+-- watched, looking every WATCH_MS.
+local function watch_loop(s)
+  while next(watched) do
+    sleep(WATCH_MS)
+    local ok, err = pcall(look, s)
+    if not ok then log.warn("workflow watch: " .. tostring(err)) end
+  end
+  looping = false
 end
 
 function _M.watch(_, _, caller)
   local s, err = run_backend(caller)
   if not s then return nil, err end
   local id = caller.run_id
-  watched[id] = "running"
-  while true do
-    sleep(WATCH_MS)
-    refresh(s)
-    local lost = lease.lost(id)
-    if lost or not watched[id] or draining then
-      watched[id] = nil
-      local status = s.runs.status(id)
-      return { status = status, lost = lost, draining = draining or nil }
-    end
+  local w = { ev = task.event() }
+  watched[id] = w
+  if draining then wake(id) end
+  if not looping then
+    looping = true
+    task.background(watch_loop, s)
   end
+  w.ev:wait()
+  return { status = s.runs.status(id), lost = w.lost or lease.lost(id), draining = draining or nil }
 end
 
 function _M.take_signal(req, _, caller)
@@ -325,6 +347,7 @@ end
 -- take_signal and watch) and stays unfinished, for the next start to resume.
 function _M.drain()
   draining = true
+  for id in pairs(watched) do wake(id) end
 end
 
 -- Called once when the host closes: lets go of this process's leases.

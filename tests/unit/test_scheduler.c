@@ -309,6 +309,40 @@ static void test_semaphores(void **state) {
   outcome_clear(&o);
 }
 
+/* An event wakes every waiter at once, whoever sets it; it stays set. */
+static void test_events(void **state) {
+  (void)state;
+  outcome o;
+  eval_fresh(NULL,
+             "local ev, got, ts = task.event(), {}, {} "
+             "for i = 1, 3 do ts[i] = task.spawn(function() ev:wait() got[#got + 1] = i end) end "
+             "sleep(5) local before = #got "
+             "task.spawn(function() ev:set() end) "       /* a task that never waited sets it */
+             "for i = 1, 3 do ts[i]:wait() end ev:wait() "  /* set: no wait at all */
+             "return before, #got, ev:is_set()", &o);
+  assert_ok_output(&o, "0\t3\ttrue");
+  outcome_clear(&o);
+  /* a waiter that is cancelled leaves the queue; a later set wakes the rest */
+  eval_fresh(NULL,
+             "local ev = task.event() "
+             "local a = task.spawn(function() ev:wait() return 'a' end) "
+             "local b = task.spawn(function() ev:wait() return 'b' end) "
+             "sleep(5) a:cancel() local ok_a = a:wait() ev:set() "
+             "return ok_a, select(2, b:wait())", &o);
+  assert_ok_output(&o, "false\tb");
+  outcome_clear(&o);
+  /* a waiter keeps its event alive when the script drops it */
+  eval_fresh(NULL,
+             "local t = task.spawn(function() task.event():wait() end) "
+             "sleep(5) collectgarbage() collectgarbage() t:cancel() return (t:wait())", &o);
+  assert_ok_output(&o, "false");
+  outcome_clear(&o);
+  /* a sandbox cannot start runs that outlive it */
+  eval_fresh(NULL, "return type(task.background)", &o);
+  assert_ok_output(&o, "nil");
+  outcome_clear(&o);
+}
+
 /* A parent that ends takes its children with it; nothing is left open. */
 static void test_children_end_with_their_parent(void **state) {
   (void)state;
@@ -332,6 +366,37 @@ static void mark_done(mh_run *run, void *ud) {
   ended *e = ud;
   e->state = run->state == MH_RUN_OK ? 1 : 2;
   if (run->error) snprintf(e->error, sizeof e->error, "%s", run->error);
+}
+
+/* In the runtime, task.background(fn) is a run of its own: it goes on after
+ * the run that started it has ended (a child would be cancelled). */
+static void test_background_outlives_its_caller(void **state) {
+  (void)state;
+  fixture f;
+  fixture_open(&f, NULL);
+  snprintf(f.host.runtime_dir, sizeof f.host.runtime_dir, "/nonexistent");
+  char err[256];
+  mh_vm *rt = mh_runtime(&f.host, err, sizeof err);
+  assert_non_null(rt);
+  ended starter = {0, ""}, waiter = {0, ""};
+  /* both chunks share one environment, as a runtime module's functions do */
+  mh_vm_new_env(rt->L);
+  lua_setglobal(rt->L, "TEST_ENV");
+  luaL_loadstring(rt->L, "DONE = task.event() "
+                         "task.background(function() sleep(20) FLAG = 'bg' DONE:set() end)");
+  lua_getglobal(rt->L, "TEST_ENV");
+  lua_setupvalue(rt->L, -2, 1);
+  mh_run_start(rt, 0, mark_done, &starter);
+  while (!starter.state) uv_run(&f.loop, UV_RUN_ONCE);
+  if (starter.state != 1) fail_msg("%s", starter.error);
+  luaL_loadstring(rt->L, "DONE:wait() assert(FLAG == 'bg', 'the background run did not finish')");
+  lua_getglobal(rt->L, "TEST_ENV");
+  lua_setupvalue(rt->L, -2, 1);
+  mh_run_start(rt, 0, mark_done, &waiter);
+  /* (a background run cancelled with its caller would never set DONE) */
+  for (uint64_t t0 = uv_now(&f.loop); !waiter.state && uv_now(&f.loop) - t0 < 5000;) uv_run(&f.loop, UV_RUN_NOWAIT);
+  if (waiter.state != 1) fail_msg("the waiter did not finish well: %s", waiter.error);
+  fixture_close(&f);
 }
 
 /* The trusted runtime counts instructions only in runs that keep a sandbox
@@ -384,6 +449,8 @@ int main(void) {
     cmocka_unit_test(test_released_waits_stay_released),
     cmocka_unit_test(test_children_end_with_their_parent),
     cmocka_unit_test(test_semaphores),
+    cmocka_unit_test(test_events),
+    cmocka_unit_test(test_background_outlives_its_caller),
     cmocka_unit_test(test_runtime_runs_count_only_with_limits),
   };
   cmocka_set_message_output(CM_OUTPUT_TAP);

@@ -62,8 +62,9 @@
 --       "ok" or "error". An entry is written once, except that a "started"
 --       entry may be replaced by its outcome (which keeps the started
 --       entry's time as started_at when it has none). usage =
---       {tokens_in=, tokens_out=, cost=} (optional) is added to the run's
---       totals in the same commit. Durable before it returns (see the
+--       {tokens_in=, tokens_out=, cost=} (optional) joins the run's totals:
+--       kept with the entry, and summed into the run's own once it ends
+--       (runs.set to a final status), in the same commit either way. Durable before it returns (see the
 --       backend for exactly how durable); answers the run's status, so the
 --       engine notices a cancellation without asking again.
 --   journal.load(run_id) -> {entry, ...} in the order they were written;

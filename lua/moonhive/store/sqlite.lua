@@ -132,12 +132,17 @@ function _M.runs.set(id, fields, owner)
   if not d then return nil, err end
   local finished = TERMINAL[fields.status] and time.now() or nil
   local release = finished ~= nil and owner ~= nil
+  -- a run that ends gets the usage of its journaled steps (journal.put)
   local res, e = d:run([[UPDATE runs SET status = ?, output = coalesce(?, output), error = coalesce(?, error),
                            finished_at = coalesce(?, finished_at),
                            lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,
-                           lease_until = CASE WHEN ? THEN NULL ELSE lease_until END
+                           lease_until = CASE WHEN ? THEN NULL ELSE lease_until END,
+                           (tokens_in, tokens_out, cost) = (SELECT runs.tokens_in + coalesce(sum(j.tokens_in), 0),
+                             runs.tokens_out + coalesce(sum(j.tokens_out), 0), runs.cost + coalesce(sum(j.cost), 0)
+                             FROM journal AS j WHERE ? AND j.run_id = runs.id)
                          WHERE id = ? AND status IN ]] .. UNFINISHED .. [[ AND (? IS NULL OR lease_owner = ?)]],
-                       fields.status, fields.output, fields.error, finished, release, release, id, owner, owner)
+                       fields.status, fields.output, fields.error, finished, release, release, finished ~= nil,
+                       id, owner, owner)
   if not res then return nil, e end
   if finished then positions[id] = nil end
   if res.changes == 0 then
@@ -214,7 +219,7 @@ end
 
 -- Writes entry, or the outcome of the step's "started" entry (which keeps
 -- its position, and its time as started_at when the outcome has none).
-local function put(d, run_id, en)
+local function put(d, run_id, en, usage)
   local pos = positions[run_id]
   if not pos then
     local row = d:first("SELECT max(pos) AS n FROM journal WHERE run_id = ?", run_id)
@@ -222,16 +227,18 @@ local function put(d, run_id, en)
   end
   pos = pos + 1
   local res, e = d:run([[INSERT INTO journal (run_id, step, pos, kind, name, args, status, result, error, memory,
-                                              attempts, started_at, at, version)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                              attempts, started_at, at, version, tokens_in, tokens_out, cost)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                          ON CONFLICT (run_id, step) DO UPDATE SET kind = excluded.kind, name = excluded.name,
                            args = excluded.args, status = excluded.status, result = excluded.result,
                            error = excluded.error, memory = excluded.memory, attempts = excluded.attempts,
                            started_at = coalesce(excluded.started_at, journal.started_at, journal.at),
-                           at = excluded.at, version = excluded.version
+                           at = excluded.at, version = excluded.version, tokens_in = excluded.tokens_in,
+                           tokens_out = excluded.tokens_out, cost = excluded.cost
                          WHERE journal.status = 'started']],
                        run_id, en.step, pos, en.kind, en.name, en.args, en.status, en.result, en.error,
-                       en.memory, en.attempts or 1, en.started_at, time.now(), en.version)
+                       en.memory, en.attempts or 1, en.started_at, time.now(), en.version,
+                       usage and usage.tokens_in or 0, usage and usage.tokens_out or 0, usage and usage.cost or 0)
   if not res then error(e, 0) end
   if res.changes == 0 then error(("step %s of run %s is already journaled"):format(en.step, run_id), 0) end
   positions[run_id] = pos
@@ -241,21 +248,24 @@ end
 function _M.journal.put(run_id, entry, owner, usage)
   local d, err = db()
   if not d then return nil, err end
-  usage = usage or {}
-  -- the lease fence, the usage and the run's status in one statement, then
-  -- the entry; no savepoint around the pair: both are in the loop turn's
-  -- group commit, and only an entry already journaled (an engine bug) can
-  -- fail the second after the first
-  local row, e = d:first([[UPDATE runs SET tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost = cost + ?
-                           WHERE id = ? AND (? IS NULL OR lease_owner = ?) RETURNING status]],
-                         usage.tokens_in or 0, usage.tokens_out or 0, usage.cost or 0, run_id, owner, owner)
+  -- the lease fence and the run's status, then the entry; no savepoint
+  -- around the pair: both are in the loop turn's group commit. The usage
+  -- stays on the entry until runs.set sums the journal into the run's row
+  -- at its end; a run that has ended already (cancelled meanwhile) gets it
+  -- on its row at once
+  local row, e = d:first("SELECT status FROM runs WHERE id = ? AND (? IS NULL OR lease_owner = ?)",
+                         run_id, owner, owner)
   if not row then return nil, e or LOST end
-  local ok, perr = pcall(put, d, run_id, entry)
+  local ended = TERMINAL[row.status]
+  local ok, perr = pcall(put, d, run_id, entry, not ended and usage or nil)
   if not ok then return nil, tostring(perr) end
-  local status = row.status
+  if ended and usage then
+    ok, perr = runs.add_to_totals(d, run_id, usage)
+    if not ok then return nil, perr end
+  end
   local done, e = d:committed()
   if not done then return nil, e end
-  return status
+  return row.status
 end
 
 function _M.journal.load(run_id)

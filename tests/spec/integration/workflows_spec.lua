@@ -82,6 +82,24 @@ describe("workflows", function()
     assert.is_true(wait_status(id, "waiting"))
     p.kill()
     p.wait()
+    -- the draft step's usage is kept with its journal entry; an unfinished
+    -- run shows it in its totals all the same
+    local function usage_of_calls(run)
+      local sum = { 0, 0 }
+      for _, ev in ipairs(run.events) do
+        if ev.kind == "model_call" then sum = { sum[1] + ev.data.usage.input, sum[2] + ev.data.usage.output } end
+      end
+      return sum
+    end
+    local waiting = show(id)
+    local draft_usage = usage_of_calls(waiting)
+    assert.is_true(draft_usage[1] > 0 and draft_usage[2] > 0)
+    assert.same(draft_usage, { waiting.tokens_in, waiting.tokens_out })
+    local listed
+    for _, r in ipairs(cjson.decode(H.ok(moonhive({ "runs", "list", "--json" })))) do
+      if r.id == id then listed = r end
+    end
+    assert.same(draft_usage, { listed.tokens_in, listed.tokens_out })
     -- an edit after the start does not change the run in flight
     write_wf("approval", 'return workflow{name = "approval", run = function() return "edited" end}')
     H.ok(moonhive({ "runs", "signal", id, "approve", '{"by": "ann", "ok": true}' }))
@@ -89,6 +107,11 @@ describe("workflows", function()
     assert.equals(0, r.code, H.show(r))
     assert.same({ draft = "a draft", answer = { by = "ann", ok = true }, final = "final" }, cjson.decode(r.stdout).output)
     assert.same({ draft = 1, final = 1 }, counts("hitl"))
+    -- once finished, the run's own row holds both steps' usage, once each
+    local done = show(id)
+    local both = usage_of_calls(done)
+    assert.is_true(both[1] > draft_usage[1])
+    assert.same(both, { done.tokens_in, done.tokens_out })
     local shown = H.ok(moonhive({ "runs", "show", id }))
     assert.matches("signal approve", shown, 1, true)
     H.fails(moonhive({ "runs", "signal", id, "approve" }))
