@@ -170,6 +170,12 @@ function _M.close_step(parent, step)
   return sum
 end
 
+-- Forgets what this process knew of run id's events (their last number):
+-- the run was taken over, and another process may have recorded some since.
+function _M.forget(id)
+  seqs[id] = nil
+end
+
 -- Adds usage {tokens_in=, tokens_out=, cost=} to run id's totals on db:
 -- true | nil, message.
 function _M.add_to_totals(db, id, usage)

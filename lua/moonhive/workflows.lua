@@ -115,6 +115,7 @@ local function take(s, run)
   end
   local ok, e = lease.take(s, run.id)
   if not ok then return nil, e end
+  runs.forget(run.id) -- it may come back after another process recorded events of it
   return run
 end
 

@@ -97,6 +97,7 @@ function _M.runs.claim(req)
     return r
   end)
   if not ok then return nil, tostring(row) end
+  if row then positions[row.id] = nil end
   return row and run_row(row)
 end
 
@@ -182,7 +183,11 @@ function _M.runs.lease(id, owner, ms, opts)
                            (lease_owner IS NULL OR lease_until < ? OR lease_owner = ?))]],
                        owner, now + ms / 1000, id, owner, renew, now, opts and opts.gone)
   if not res then return nil, e end
-  if res.changes == 1 then return true end
+  if res.changes == 1 then
+    -- taken (not renewed): another process may have journaled since this one last did
+    if not renew then positions[id] = nil end
+    return true
+  end
   local row = d:first("SELECT lease_owner, lease_until FROM runs WHERE id = ?", id)
   if not row then return nil, ("no run '%s'"):format(id) end
   return false, { owner = row.lease_owner, expires = row.lease_until }
