@@ -334,8 +334,12 @@ static void bench_llm(mh_host *host, int port) {
   printf("llm: CPU per streamed call of 100 chunks %.0f us vs bare http with SSE %.0f us: ratio %.2f (target <= 1.5)\n",
          median(scall, REPS), median(splain, REPS), median(r2, REPS));
 
-  /* 1000 concurrent calls, each its own run; RSS sampled as the loop turns */
-  long rss0 = rss_kib(), rss_peak = rss0;
+  /* 1000 concurrent calls, each its own run; memory sampled as the loop
+   * turns: RSS, and the bytes malloc has handed out (RSS alone cannot show
+   * what the calls take, once earlier parts have grown the heap: its free
+   * chunks are reused before a new page is touched) */
+  long rss_peak = rss_kib();
+  size_t heap0 = mallinfo2().uordblks, heap_peak = heap0;
   mh_vm *vm = mh_vm_new(host, &host->limits, NULL);
   snprintf(code, sizeof code,
            "assert(llm.chat{model = 'openai/m', messages = {{role = 'user', content = 'hello [delay:50]'}}})");
@@ -351,14 +355,17 @@ static void bench_llm(mh_host *host, int port) {
     uv_run(host->loop, UV_RUN_ONCE);
     long now = rss_kib();
     if (now > rss_peak) rss_peak = now;
+    size_t heap = mallinfo2().uordblks;
+    if (heap > heap_peak) heap_peak = heap;
   }
   double wall = now_us() - t0;
   lua_pop(vm->L, 1);
   mh_vm_free(vm);
   printf("llm: 1000 concurrent calls (mock latency 50 ms, %s at a time per provider): %.0f calls/s, "
-         "peak RSS %.1f MiB (%.1f MiB above the start), %d failed\n",
+         "peak heap in use %.1f MiB above the start (%.0f bytes per call), peak RSS %.1f MiB, %d failed\n",
          getenv("MOONHIVE_LLM_CONCURRENCY") ? getenv("MOONHIVE_LLM_CONCURRENCY") : "32",
-         N / (wall / 1e6), rss_peak / 1024.0, (rss_peak - rss0) / 1024.0, c.failed);
+         N / (wall / 1e6), (double)(heap_peak - heap0) / (1 << 20), (double)(heap_peak - heap0) / N,
+         rss_peak / 1024.0, c.failed);
 }
 
 int main(int argc, char **argv) {
