@@ -112,18 +112,51 @@ static int new_thread_protected(lua_State *L) {
   return 2;
 }
 
+/* Threads of the trusted runtime are used again: a bridge call is a run
+ * of its own, and making a thread, growing its stack and collecting it
+ * cost about 8,000 instructions a call. Only a thread whose function
+ * returned (nothing open on it) and that no script can hold goes back; a
+ * sandbox's threads never do, since a script may keep one
+ * (coroutine.running()) and would then see another run in it. */
+#define SPARES_MAX ((int)(sizeof ((mh_vm *)0)->spare_refs / sizeof(int)))
+
+static void spare_keep(mh_run *run) {
+  mh_vm *vm = run->vm;
+  lua_settop(run->co, 0);
+  vm->spare_refs[vm->spares++] = run->co_ref;
+  run->co_ref = LUA_NOREF;
+}
+
+/* [-0, +0, -] A spare thread for a new run (its ref in *ref), or NULL. */
+static lua_State *spare_take(mh_vm *vm, int *ref) {
+  if (vm->spares == 0) return NULL;
+  *ref = vm->spare_refs[--vm->spares];
+  lua_rawgeti(vm->L, LUA_REGISTRYINDEX, *ref);
+  lua_State *co = lua_tothread(vm->L, -1);
+  lua_pop(vm->L, 1);
+  lua_sethook(co, lua_gethook(vm->L), lua_gethookmask(vm->L), lua_gethookcount(vm->L)); /* as a new one */
+  return co;
+}
+
 mh_run *mh_run_start(mh_vm *vm, int nargs, mh_run_done_fn done, void *ud) {
   lua_State *L = vm->L;
   mh_run *run = calloc(1, sizeof *run);
-  lua_pushcfunction(L, new_thread_protected);
-  if (run == NULL || lua_pcall(L, 0, 2, 0) != LUA_OK) {
-    free(run);
-    lua_pop(L, nargs + 2);
+  if (run != NULL && (run->co = spare_take(vm, &run->co_ref)) == NULL) {
+    lua_pushcfunction(L, new_thread_protected);
+    if (lua_pcall(L, 0, 2, 0) != LUA_OK) {
+      free(run);
+      run = NULL;
+      lua_pop(L, 1);
+    } else {
+      run->co = lua_tothread(L, -2);
+      run->co_ref = (int)lua_tointeger(L, -1);
+      lua_pop(L, 2);
+    }
+  }
+  if (run == NULL) {
+    lua_pop(L, nargs + 1);
     return NULL;
   }
-  run->co = lua_tothread(L, -2);
-  run->co_ref = (int)lua_tointeger(L, -1);
-  lua_pop(L, 2);
   if (!lua_checkstack(run->co, nargs + 1)) {
     luaL_unref(L, LUA_REGISTRYINDEX, run->co_ref);
     free(run);
@@ -305,7 +338,9 @@ static void run_finish(mh_run *run, mh_run_state state) {
   vm->finishing++;
   if (run->done) run->done(run, run->done_ud);
   vm->finishing--;
-  luaL_unref(vm->L, LUA_REGISTRYINDEX, run->co_ref);
+  if (vm->trusted && state == MH_RUN_OK && lua_status(run->co) == LUA_OK && vm->spares < SPARES_MAX)
+    spare_keep(run);
+  luaL_unref(vm->L, LUA_REGISTRYINDEX, run->co_ref); /* (LUA_NOREF when kept: a no-op) */
   run->co_ref = LUA_NOREF;
   free(run->error);
   free(run);

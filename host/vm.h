@@ -35,6 +35,8 @@ typedef struct mh_vm {
   int live_runs;           /* runs of this vm started and not yet ended (scheduler.c) */
   int finishing;           /* a run of this vm is ending: its done callback is running */
   int released;            /* mh_vm_release: freed when live_runs reaches 0 */
+  int spare_refs[32];      /* registry refs of finished runs' threads, ready to run again */
+  int spares;              /* (trusted runtime only: see scheduler.c) */
 } mh_vm;
 
 /* Count of VM instructions between two limit checks. */

@@ -399,6 +399,51 @@ static void test_background_outlives_its_caller(void **state) {
   fixture_close(&f);
 }
 
+/* Starts code in the runtime (environment TEST_ENV) and turns the loop
+ * until it ends; fails the test unless it succeeds. */
+static void runtime_eval_ok(fixture *f, mh_vm *rt, const char *code) {
+  ended e = {0, ""};
+  assert_int_equal(luaL_loadstring(rt->L, code), LUA_OK);
+  lua_getglobal(rt->L, "TEST_ENV");
+  lua_setupvalue(rt->L, -2, 1);
+  mh_run_start(rt, 0, mark_done, &e);
+  while (!e.state) uv_run(&f->loop, UV_RUN_ONCE);
+  if (e.state != 1) fail_msg("%s: %s", code, e.error);
+}
+
+/* A runtime run that returned leaves its thread for the next run; one that
+ * failed does not, and a sandbox's threads are never used twice (a script
+ * may hold one). */
+static void test_runtime_threads_are_used_again(void **state) {
+  (void)state;
+  fixture f;
+  fixture_open(&f, NULL);
+  snprintf(f.host.runtime_dir, sizeof f.host.runtime_dir, "/nonexistent");
+  char err[256];
+  mh_vm *rt = mh_runtime(&f.host, err, sizeof err);
+  assert_non_null(rt);
+  mh_vm_new_env(rt->L);
+  lua_setglobal(rt->L, "TEST_ENV");
+  runtime_eval_ok(&f, rt, "FIRST = coroutine.running()");
+  runtime_eval_ok(&f, rt, "assert(coroutine.running() == FIRST, 'a new thread') ");
+  ended failed = {0, ""};
+  luaL_loadstring(rt->L, "FAILED = coroutine.running() error('boom')");
+  lua_getglobal(rt->L, "TEST_ENV");
+  lua_setupvalue(rt->L, -2, 1);
+  mh_run_start(rt, 0, mark_done, &failed);
+  while (!failed.state) uv_run(&f.loop, UV_RUN_ONCE);
+  assert_int_equal(failed.state, 2);
+  runtime_eval_ok(&f, rt, "assert(coroutine.running() ~= FAILED, 'the thread of a failed run') "
+                          "assert(coroutine.status(FAILED) == 'dead')");
+  fixture_close(&f);
+  outcome o;
+  eval_fresh(NULL, "local t = task.spawn(function() return coroutine.running() end) local _, first = t:wait() "
+                   "local u = task.spawn(function() return coroutine.running() end) local _, second = u:wait() "
+                   "return first ~= second", &o);
+  assert_ok_output(&o, "true");
+  outcome_clear(&o);
+}
+
 /* The trusted runtime counts instructions only in runs that keep a sandbox
  * run's limits: a run of its own has no hook; one that inherits a CPU
  * budget has it, and its Lua loop breaks that budget. */
@@ -451,6 +496,7 @@ int main(void) {
     cmocka_unit_test(test_semaphores),
     cmocka_unit_test(test_events),
     cmocka_unit_test(test_background_outlives_its_caller),
+    cmocka_unit_test(test_runtime_threads_are_used_again),
     cmocka_unit_test(test_runtime_runs_count_only_with_limits),
   };
   cmocka_set_message_output(CM_OUTPUT_TAP);
