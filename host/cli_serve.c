@@ -53,6 +53,9 @@ typedef struct serve_state {
   int stopping, stopped, grace_over;
   int resuming;              /* the automatic resume or a poll is under way */
   unsigned grace_ms;
+  char last_failure[256];    /* the resume's or poll's last failure, as logged */
+  uint64_t last_failure_at;  /* when it was logged (loop ms) */
+  unsigned failure_repeats;  /* the same failure since, not logged */
 } serve_state;
 
 static void closed(void *ud) {
@@ -114,15 +117,34 @@ static int session_key(mh_host *host, char *key, size_t len) {
   return ok ? 0 : -1;
 }
 
+/* Logs a failure of the resume or the poll. The poll runs every second,
+ * so a store that keeps failing the same way is logged once a minute (with
+ * how often it failed meanwhile), not every second. */
+#define FAILURE_QUIET_MS 60000
+static void report_failure(serve_state *st, const char *msg) {
+  uint64_t now = uv_now(st->host->loop);
+  if (strncmp(msg, st->last_failure, sizeof st->last_failure - 1) == 0 &&
+      now - st->last_failure_at < FAILURE_QUIET_MS) {
+    st->failure_repeats++;
+    return;
+  }
+  if (st->failure_repeats)
+    mh_log(MH_LOG_ERROR, "serve: the failure before repeated %u more times", st->failure_repeats);
+  mh_log(MH_LOG_ERROR, "serve: resuming unfinished workflow runs failed: %s", msg);
+  snprintf(st->last_failure, sizeof st->last_failure, "%s", msg);
+  st->last_failure_at = now;
+  st->failure_repeats = 0;
+}
+
 static void resumed(mh_run *run, void *ud) {
   serve_state *st = ud;
   st->resuming = 0;
   lua_State *co = run->co;
   if (run->state != MH_RUN_OK) {
-    mh_log(MH_LOG_ERROR, "serve: resuming unfinished workflow runs failed: %s", run->error ? run->error : "");
+    report_failure(st, run->error ? run->error : "");
   } else if (run->nres >= 2 && lua_isnil(co, lua_gettop(co) - run->nres + 1)) {
-    mh_log(MH_LOG_ERROR, "serve: resuming unfinished workflow runs failed: %s",
-           lua_tostring(co, lua_gettop(co) - run->nres + 2));
+    const char *msg = lua_tostring(co, lua_gettop(co) - run->nres + 2);
+    report_failure(st, msg ? msg : "");
   } else if (run->nres >= 1 && lua_tointeger(co, lua_gettop(co) - run->nres + 1) > 0) {
     fprintf(stderr, "{\"level\":\"info\",\"event\":\"resumed\",\"runs\":%lld}\n",
             (long long)lua_tointeger(co, lua_gettop(co) - run->nres + 1));

@@ -129,6 +129,12 @@ function _M.lost(id)
   return why
 end
 
+-- Releases this process's lease of run id through store s: true | nil, message.
+function _M.release(s, id)
+  held[id] = nil
+  return s.runs.release(id, _M.owner())
+end
+
 -- Releases every lease this process holds (the host is closing).
 function _M.release_all(s)
   for id in pairs(held) do

@@ -351,6 +351,15 @@ function _M.drain()
   for id in pairs(watched) do wake(id) end
 end
 
+-- Lets go of run id, which unfinished{} took for this process but which
+-- could not be started here (the service's launcher): the next poll, here
+-- or in another process, takes it again. true | nil, message.
+function _M.release(id)
+  local s, err = backend("workflow")
+  if not s then return nil, err end
+  return lease.release(s, id)
+end
+
 -- Called once when the host closes: lets go of this process's leases.
 function _M.shutdown()
   local s = stores.backend()

@@ -63,6 +63,8 @@ function _M.ended(id, kind, ok, result)
 end
 
 local token -- the resume path's grant (moonhive.workflows.grant), one per process
+local warned = {} -- run id -> when a failure to start it was last logged (the poll retries every second)
+local WARN_EVERY = 60
 
 -- Launches every unfinished workflow run workflows.unfinished lists for
 -- req (the grant added); returns how many started, or nil and a message.
@@ -79,9 +81,15 @@ local function launch_unfinished(req, quiet)
     local h, e = launch.start{ kind = "resume", id = r.id, token = token }
     if h then
       live[h:id()] = h
+      warned[r.id] = nil
       n = n + 1
     else
-      log.warn(("serve: run %s could not resume: %s"):format(r.id, e))
+      -- its lease goes, or this process would keep renewing it and no one would run it
+      workflows.release(r.id)
+      if time.now() - (warned[r.id] or -math.huge) >= WARN_EVERY then
+        warned[r.id] = time.now()
+        log.warn(("serve: run %s could not resume: %s"):format(r.id, e))
+      end
     end
   end
   return n

@@ -215,6 +215,17 @@ describe("moonhive serve: agents and workflows", function()
     assert.equal(0, srv.stop())
   end)
 
+  it("logs a poll that keeps failing the same way once, not every second", function()
+    srv = H.start_service(p.env({ MOONHIVE_STORE = "nope" }), { cwd = p.dir })
+    H.wait_until(function() return false end, 3500) -- the start's resume and three polls
+    local failures = 0
+    for _ in srv.stderr():gmatch("resuming unfinished workflow runs failed: [^\n]*no such store") do
+      failures = failures + 1
+    end
+    assert.equal(1, failures, srv.stderr())
+    assert.equal(0, srv.stop())
+  end)
+
   it("with --watch, new runs use an agent's new version", function()
     H.write(p.dir .. "/agents/greeter.lua", [[return agent{ name = "greeter", run = function() return "v1" end }]])
     srv = H.start_service(p.env(), { cwd = p.dir, args = { "--watch" } })
