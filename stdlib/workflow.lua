@@ -97,14 +97,18 @@ end
 
 -- What a run's followers see (runs.event; "step_done" is recorded by the
 -- runtime with the step's journal entry): the rare moments, not every
--- step's start or replay.
-local RECORDED = { started = true, resumed = true, retry = true, waiting = true, signal = true, signal_timeout = true,
-                   sleeping = true, skipped = true, loop = true, compensating = true, on_error = true, finished = true }
+-- step's start or replay, nor what the run's own row says (that it
+-- started, how it ended); only the end of a run that stays unfinished
+-- (interrupted, for the next start to resume) is an event.
+local RECORDED = { resumed = true, retry = true, waiting = true, signal = true, signal_timeout = true,
+                   sleeping = true, skipped = true, loop = true, compensating = true, on_error = true,
+                   finished = function(ev) return ev.status == "interrupted" end }
 
 local function emit(self, ev)
   ev.workflow = self.name
   if self.on_event then self.on_event(ev) end
-  if RECORDED[ev.kind] then
+  local recorded = RECORDED[ev.kind]
+  if recorded == true or (recorded and recorded(ev)) then
     local data = {}
     for k, v in pairs(ev) do if k ~= "kind" and k ~= "workflow" then data[k] = v end end
     runs.event{ kind = ev.kind, agent = self.name, data = data } -- best effort: a follower's view, not the journal

@@ -109,7 +109,7 @@ function _M.record(run_id, kind, agent, data, step, attempt)
   if usage then ok, done, e = pcall(db.transaction, db, write) else ok, done, e = true, write(db) end
   if not ok then return nil, tostring(done) end
   if not done then return nil, e end
-  -- a workflow run's "finished" is its last event: its number is not kept
+  -- an interrupted workflow run's "finished" is its last event here: its number is not kept
   seqs[run_id] = kind ~= "finished" and seq or nil
   if kind == "tool_result" and type(data) == "table" then tally.tool_result(data.name, data.ok) end
   return seq
@@ -182,9 +182,11 @@ function _M.add_to_totals(db, id, usage)
   return db:run(ADD_USAGE, usage.tokens_in, usage.tokens_out, usage.cost, id)
 end
 
--- Adds the usage held for workflow run parent's steps to its totals: the
--- run ended (or was cancelled) inside them, so they are never journaled.
+-- Workflow run parent ended (or was cancelled) here: the usage held for
+-- its steps, which are never journaled now, joins its totals, and its
+-- cached event number goes.
 function _M.close_all(parent)
+  seqs[parent] = nil -- its events end here (no "finished" event says so)
   local steps = held[parent]
   if not steps then return true end
   held[parent] = nil

@@ -301,6 +301,7 @@ local function look(s)
     local st = got[id] or "gone"
     if st == "cancelled" then runs.close_all(id) end
     local lost = lease.lost(id)
+    if lost then runs.forget(id) end -- another process records its events now
     if lost or not UNFINISHED[st] then wake(id, lost) end
   end
 end
