@@ -29,6 +29,10 @@ local _M = { runs = {}, journal = {}, versions = {}, signals = {} }
 
 local TERMINAL = { succeeded = true, failed = true, cancelled = true }
 local UNFINISHED = "('pending', 'running', 'waiting')"
+-- The same test for one row found by its id: an IN list of three values
+-- makes SQLite build a temporary index of them on every run of the statement
+-- (about 15,000 instructions), plain comparisons do not.
+local IS_UNFINISHED = "(status = 'pending' OR status = 'running' OR status = 'waiting')"
 local LOST = "lease lost"
 local positions = {} -- run id -> the last journal position written here (the lease holder is the only writer)
 
@@ -141,7 +145,7 @@ function _M.runs.set(id, fields, owner)
                            (tokens_in, tokens_out, cost) = (SELECT runs.tokens_in + coalesce(sum(j.tokens_in), 0),
                              runs.tokens_out + coalesce(sum(j.tokens_out), 0), runs.cost + coalesce(sum(j.cost), 0)
                              FROM journal AS j WHERE ? AND j.run_id = runs.id)
-                         WHERE id = ? AND status IN ]] .. UNFINISHED .. [[ AND (? IS NULL OR lease_owner = ?)]],
+                         WHERE id = ? AND ]] .. IS_UNFINISHED .. [[ AND (? IS NULL OR lease_owner = ?)]],
                        fields.status, fields.output, fields.error, finished, release, release, finished ~= nil,
                        id, owner, owner)
   if not res then return nil, e end
@@ -179,7 +183,7 @@ function _M.runs.lease(id, owner, ms, opts)
   if not d then return nil, err end
   local now, renew = time.now(), opts and opts.renew or false
   local res, e = d:run([[UPDATE runs SET lease_owner = ?, lease_until = ?
-                         WHERE id = ? AND status IN ]] .. UNFINISHED .. [[ AND (lease_owner = ? OR NOT ? AND
+                         WHERE id = ? AND ]] .. IS_UNFINISHED .. [[ AND (lease_owner = ? OR NOT ? AND
                            (lease_owner IS NULL OR lease_until < ? OR lease_owner = ?))]],
                        owner, now + ms / 1000, id, owner, renew, now, opts and opts.gone)
   if not res then return nil, e end
@@ -196,8 +200,9 @@ end
 function _M.runs.renew(owner, ms)
   local d, err = db()
   if not d then return nil, err end
-  local rows, e = d:query("UPDATE runs SET lease_until = ? WHERE lease_owner = ? AND status IN " .. UNFINISHED
-                          .. " RETURNING id", time.now() + ms / 1000, owner)
+  -- (only workflow runs have leases: the (kind, status) index finds them)
+  local rows, e = d:query("UPDATE runs SET lease_until = ? WHERE kind = 'workflow' AND status IN " .. UNFINISHED
+                          .. " AND lease_owner = ? RETURNING id", time.now() + ms / 1000, owner)
   if not rows then return nil, e end
   local out = {}
   for _, r in ipairs(rows) do out[r.id] = true end
