@@ -368,47 +368,48 @@ static void mark_done(mh_run *run, void *ud) {
   if (run->error) snprintf(e->error, sizeof e->error, "%s", run->error);
 }
 
-/* In the runtime, task.background(fn) is a run of its own: it goes on after
- * the run that started it has ended (a child would be cancelled). */
-static void test_background_outlives_its_caller(void **state) {
-  (void)state;
-  fixture f;
-  fixture_open(&f, NULL);
-  snprintf(f.host.runtime_dir, sizeof f.host.runtime_dir, "/nonexistent");
+/* Opens f with the trusted runtime and a shared environment TEST_ENV for
+ * the chunks runtime_run starts (as a runtime module's functions share one). */
+static mh_vm *runtime_open(fixture *f) {
+  fixture_open(f, NULL);
+  snprintf(f->host.runtime_dir, sizeof f->host.runtime_dir, "/nonexistent");
   char err[256];
-  mh_vm *rt = mh_runtime(&f.host, err, sizeof err);
+  mh_vm *rt = mh_runtime(&f->host, err, sizeof err);
   assert_non_null(rt);
-  ended starter = {0, ""}, waiter = {0, ""};
-  /* both chunks share one environment, as a runtime module's functions do */
   mh_vm_new_env(rt->L);
   lua_setglobal(rt->L, "TEST_ENV");
-  luaL_loadstring(rt->L, "DONE = task.event() "
-                         "task.background(function() sleep(20) FLAG = 'bg' DONE:set() end)");
-  lua_getglobal(rt->L, "TEST_ENV");
-  lua_setupvalue(rt->L, -2, 1);
-  mh_run_start(rt, 0, mark_done, &starter);
-  while (!starter.state) uv_run(&f.loop, UV_RUN_ONCE);
-  if (starter.state != 1) fail_msg("%s", starter.error);
-  luaL_loadstring(rt->L, "DONE:wait() assert(FLAG == 'bg', 'the background run did not finish')");
-  lua_getglobal(rt->L, "TEST_ENV");
-  lua_setupvalue(rt->L, -2, 1);
-  mh_run_start(rt, 0, mark_done, &waiter);
-  /* (a background run cancelled with its caller would never set DONE) */
-  for (uint64_t t0 = uv_now(&f.loop); !waiter.state && uv_now(&f.loop) - t0 < 5000;) uv_run(&f.loop, UV_RUN_NOWAIT);
-  if (waiter.state != 1) fail_msg("the waiter did not finish well: %s", waiter.error);
-  fixture_close(&f);
+  return rt;
 }
 
-/* Starts code in the runtime (environment TEST_ENV) and turns the loop
- * until it ends; fails the test unless it succeeds. */
-static void runtime_eval_ok(fixture *f, mh_vm *rt, const char *code) {
-  ended e = {0, ""};
+/* Runs code in the runtime (environment TEST_ENV) until it ends or 5 s have
+ * passed; e says how it ended (state 0: it did not). */
+static void runtime_run(fixture *f, mh_vm *rt, const char *code, ended *e) {
+  *e = (ended){0, ""};
   assert_int_equal(luaL_loadstring(rt->L, code), LUA_OK);
   lua_getglobal(rt->L, "TEST_ENV");
   lua_setupvalue(rt->L, -2, 1);
-  mh_run_start(rt, 0, mark_done, &e);
-  while (!e.state) uv_run(&f->loop, UV_RUN_ONCE);
-  if (e.state != 1) fail_msg("%s: %s", code, e.error);
+  mh_run_start(rt, 0, mark_done, e);
+  for (uint64_t t0 = uv_now(&f->loop); !e->state && uv_now(&f->loop) - t0 < 5000;) uv_run(&f->loop, UV_RUN_NOWAIT);
+}
+
+/* runtime_run that fails the test unless code succeeds. */
+static void runtime_eval_ok(fixture *f, mh_vm *rt, const char *code) {
+  ended e;
+  runtime_run(f, rt, code, &e);
+  if (e.state != 1) fail_msg("%s: %s", code, e.state ? e.error : "did not finish");
+}
+
+/* In the runtime, task.background(fn) is a run of its own: it goes on after
+ * the run that started it has ended (a child would be cancelled, and DONE
+ * never set). */
+static void test_background_outlives_its_caller(void **state) {
+  (void)state;
+  fixture f;
+  mh_vm *rt = runtime_open(&f);
+  runtime_eval_ok(&f, rt, "DONE = task.event() "
+                          "task.background(function() sleep(20) FLAG = 'bg' DONE:set() end)");
+  runtime_eval_ok(&f, rt, "DONE:wait() assert(FLAG == 'bg', 'the background run did not finish')");
+  fixture_close(&f);
 }
 
 /* A runtime run that returned leaves its thread for the next run; one that
@@ -417,21 +418,11 @@ static void runtime_eval_ok(fixture *f, mh_vm *rt, const char *code) {
 static void test_runtime_threads_are_used_again(void **state) {
   (void)state;
   fixture f;
-  fixture_open(&f, NULL);
-  snprintf(f.host.runtime_dir, sizeof f.host.runtime_dir, "/nonexistent");
-  char err[256];
-  mh_vm *rt = mh_runtime(&f.host, err, sizeof err);
-  assert_non_null(rt);
-  mh_vm_new_env(rt->L);
-  lua_setglobal(rt->L, "TEST_ENV");
+  mh_vm *rt = runtime_open(&f);
   runtime_eval_ok(&f, rt, "FIRST = coroutine.running()");
   runtime_eval_ok(&f, rt, "assert(coroutine.running() == FIRST, 'a new thread') ");
-  ended failed = {0, ""};
-  luaL_loadstring(rt->L, "FAILED = coroutine.running() error('boom')");
-  lua_getglobal(rt->L, "TEST_ENV");
-  lua_setupvalue(rt->L, -2, 1);
-  mh_run_start(rt, 0, mark_done, &failed);
-  while (!failed.state) uv_run(&f.loop, UV_RUN_ONCE);
+  ended failed;
+  runtime_run(&f, rt, "FAILED = coroutine.running() error('boom')", &failed);
   assert_int_equal(failed.state, 2);
   runtime_eval_ok(&f, rt, "assert(coroutine.running() ~= FAILED, 'the thread of a failed run') "
                           "assert(coroutine.status(FAILED) == 'dead')");
