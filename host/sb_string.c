@@ -18,6 +18,7 @@
 
 #include <assert.h>
 #include <ctype.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -51,11 +52,22 @@ typedef struct sb_state {
   } capture[SB_MAXCAPTURES];
 } sb_state;
 
+/* The bytes a match can start with, when the pattern's first item is one
+ * character class that must match at least once ("[%c\"\\]", "%d+", "x"):
+ * the search then skips every start position that cannot match instead of
+ * entering the matcher there. */
+typedef struct sb_first {
+  int byte;                  /* the one byte a match starts with, or -1 */
+  unsigned char set[32];     /* else the bytes, one bit each */
+} sb_first;
+
 /* State of one gmatch iterator, in a userdata upvalue. */
 typedef struct sb_gmatch {
   const char *src;       /* where the next search starts */
   const char *pat;
   const char *lastmatch; /* end of the previous match: no empty match there */
+  int filter;            /* first is set (1), not usable (0), not computed yet (-1) */
+  sb_first first;
   sb_state ms;
 } sb_gmatch;
 
@@ -167,6 +179,90 @@ static inline int item_has(const sb_state *ms, const char *s, const char *p,
   case '[': return set_has(c, p, ep - 1);
   default: return uchar(*p) == c;
   }
+}
+
+/* ---- the first-character filter ----------------------------------------- */
+
+#define SET_ADD(set, c) ((set)[(c) >> 3] |= (unsigned char)(1u << ((c) & 7)))
+#define SET_HAS(set, c) ((set)[(c) >> 3] & (1u << ((c) & 7)))
+
+static const char CLASS_LETTERS[] = "acdglpsuwxz";
+/* class_sets[k]: the bytes of class %CLASS_LETTERS[k], filled once */
+static unsigned char class_sets[sizeof CLASS_LETTERS - 1][32];
+static pthread_once_t class_sets_once = PTHREAD_ONCE_INIT;
+
+static void fill_class_sets(void) {
+  for (size_t k = 0; k < sizeof CLASS_LETTERS - 1; k++)
+    for (int c = 0; c < 256; c++)
+      if (class_has(c, CLASS_LETTERS[k])) SET_ADD(class_sets[k], c);
+}
+
+/* Adds the bytes of the class "%cl" to set, as class_has reads it. */
+static void set_add_class(unsigned char set[32], int cl) {
+  const char *k = cl != 0 ? strchr(CLASS_LETTERS, tolower(cl)) : NULL;
+  if (k == NULL) {  /* "%." and friends: the literal char */
+    SET_ADD(set, cl);
+    return;
+  }
+  pthread_once(&class_sets_once, fill_class_sets);
+  const unsigned char *from = class_sets[k - CLASS_LETTERS];
+  for (int i = 0; i < 32; i++) set[i] |= islower(cl) ? from[i] : (unsigned char)~from[i];
+}
+
+/* Fills set with the bytes of the set from '[' at p to its ']' at close, as
+ * set_has reads it. */
+static void set_add_set(unsigned char set[32], const char *p, const char *close) {
+  int negate = p[1] == '^';
+  if (negate) p++;
+  while (++p < close) {
+    if (*p == SB_ESC) {
+      p++;
+      set_add_class(set, uchar(*p));
+    } else if (p[1] == '-' && p + 2 < close) {  /* a range "x-y" */
+      p += 2;
+      for (int c = uchar(p[-2]); c <= uchar(*p); c++) SET_ADD(set, c);
+    } else {
+      SET_ADD(set, uchar(*p));
+    }
+  }
+  if (negate)
+    for (int i = 0; i < 32; i++) set[i] = (unsigned char)~set[i];
+}
+
+/* Fills *f and returns 1 when every match of p starts with a byte of a known
+ * set: p's first item is one class ("x", "%d", "[set]") that must match
+ * once at least (no '*', '?' or '-' after it). Returns 0 for every other
+ * pattern. Raises, as do_match would, when that first item is malformed. */
+static int first_chars(sb_state *ms, const char *p, sb_first *f) {
+  if (p == ms->pat_end) return 0;
+  switch (*p) {
+  case '(': case ')': case '.': return 0;
+  case '$': if (p + 1 == ms->pat_end) return 0; break;
+  case SB_ESC: if (p[1] == 'b' || p[1] == 'f' || isdigit(uchar(p[1]))) return 0; break;
+  default: break;
+  }
+  const char *ep = class_end(ms, p);
+  if (*ep == '*' || *ep == '?' || *ep == '-') return 0;
+  f->byte = -1;
+  memset(f->set, 0, sizeof f->set);
+  if (*p == '[') set_add_set(f->set, p, ep - 1);
+  else if (*p == SB_ESC) set_add_class(f->set, uchar(p[1]));
+  else f->byte = uchar(*p);
+  return 1;
+}
+
+/* The first position from s on where a match can start, or the subject's
+ * end; the bytes skipped are charged as steps. */
+static const char *skip_to_first(sb_state *ms, const char *s, const sb_first *f) {
+  const char *from = s, *end = ms->src_end;
+  if (f->byte >= 0) {
+    s = memchr(s, f->byte, (size_t)(end - s));
+    if (s == NULL) s = end;
+  } else {
+    while (s < end && !SET_HAS(f->set, uchar(*s))) s++;
+  }
+  SB_TICK(ms, s - from);
+  return s;
 }
 
 /* ---- pattern items ------------------------------------------------------ */
@@ -453,7 +549,10 @@ static int find_aux(lua_State *L, int find) {
       lp--;
     }
     state_init(&ms, L, s, ls, p, lp);
+    sb_first first;
+    int filter = !anchor && first_chars(&ms, p, &first);
     do {
+      if (filter && (s1 = skip_to_first(&ms, s1, &first)) == ms.src_end) break;
       state_restart(&ms);
       const char *e = do_match(&ms, s1, p);
       if (e) {
@@ -482,6 +581,8 @@ static int gmatch_next(lua_State *L) {
   sb_gmatch *gm = lua_touserdata(L, lua_upvalueindex(3));
   gm->ms.L = L;  /* the iterator may run on another coroutine */
   for (const char *src = gm->src; src <= gm->ms.src_end; src++) {
+    if (gm->filter < 0) gm->filter = first_chars(&gm->ms, gm->pat, &gm->first);
+    if (gm->filter && (src = skip_to_first(&gm->ms, src, &gm->first)) == gm->ms.src_end) break;
     state_restart(&gm->ms);
     const char *e = do_match(&gm->ms, src, gm->pat);
     if (e && e != gm->lastmatch) {  /* no empty match right after a match */
@@ -505,6 +606,7 @@ static int sb_gmatch_new(lua_State *L) {
   gm->src = s + init;
   gm->pat = p;
   gm->lastmatch = NULL;
+  gm->filter = -1;  /* on the first call, which raises for a malformed pattern */
   lua_pushcclosure(L, gmatch_next, 3);  /* iterator */
   return 1;
 }
@@ -594,7 +696,16 @@ static int sb_gsub(lua_State *L) {
     lp--;
   }
   state_init(&ms, L, src, ls, p, lp);
+  sb_first first;
+  int filter = -1;  /* on the first round: none when max_n < 1, like do_match's errors */
   while (n < max_n) {
+    if (filter < 0) filter = !anchor && first_chars(&ms, p, &first);
+    if (filter) {
+      const char *next = skip_to_first(&ms, src, &first);
+      luaL_addlstring(&b, src, (size_t)(next - src));
+      src = next;
+      if (src == ms.src_end) break;
+    }
     state_restart(&ms);
     const char *e = do_match(&ms, src, p);
     if (e && e != lastmatch) {  /* a match, and not an empty one right after the last */
