@@ -178,6 +178,11 @@ local migrations = {
   [[ALTER TABLE journal ADD COLUMN tokens_in INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE journal ADD COLUMN tokens_out INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE journal ADD COLUMN cost REAL NOT NULL DEFAULT 0]],
+  -- 13: a journaled step is its run's "step_done" event itself: seq is its
+  -- number among the run's events (moonhive.runs reads run_events and these
+  -- entries as one list). NULL on entries journaled before, whose
+  -- step_done is a row of run_events.
+  [[ALTER TABLE journal ADD COLUMN seq INTEGER]],
 }
 
 local db, failure

@@ -70,6 +70,29 @@ local function add_usage(sum, u)
   return sum
 end
 
+-- The number of run run_id's next event, taken (a number that is then not
+-- written leaves a harmless gap). Its events are rows of run_events and,
+-- for a workflow run, its journaled steps (each one its "step_done").
+local function next_seq(db, run_id)
+  local seq = seqs[run_id]
+  if not seq then
+    local row = db:first([[SELECT max(coalesce((SELECT max(seq) FROM run_events WHERE run_id = ?1), 0),
+                                      coalesce((SELECT max(seq) FROM journal WHERE run_id = ?1), 0)) AS n]], run_id)
+    seq = row and row.n or 0
+  end
+  seq = seq + 1
+  seqs[run_id] = seq
+  return seq
+end
+
+-- The number of the step_done event a step of workflow run run_id is
+-- journaled as (the journal entry is that event: see show).
+function _M.step_seq(run_id)
+  local db, err = database.get()
+  if not db then return nil, err end
+  return next_seq(db, run_id)
+end
+
 -- Records event `kind` in run run_id (in step `step`'s attempt `attempt`
 -- when given: see target): its number | nil, message. A model call's usage
 -- joins the run's totals (and its ancestors') in the same commit, or, in a
@@ -77,11 +100,7 @@ end
 function _M.record(run_id, kind, agent, data, step, attempt)
   local db, err = database.get()
   if not db then return nil, err end
-  local seq = (seqs[run_id] or 0) + 1
-  if not seqs[run_id] then
-    local row = db:first("SELECT max(seq) AS n FROM run_events WHERE run_id = ?", run_id)
-    seq = (row and row.n or 0) + 1
-  end
+  local seq = next_seq(db, run_id)
   local usage = kind == "model_call" and type(data) == "table" and type(data.usage) == "table" and
                 { tokens_in = math.floor(tonumber(data.usage.input) or 0),
                   tokens_out = math.floor(tonumber(data.usage.output) or 0), cost = tonumber(data.cost) or 0 }
@@ -110,7 +129,7 @@ function _M.record(run_id, kind, agent, data, step, attempt)
   if not ok then return nil, tostring(done) end
   if not done then return nil, e end
   -- an interrupted workflow run's "finished" is its last event here: its number is not kept
-  seqs[run_id] = kind ~= "finished" and seq or nil
+  if kind == "finished" then seqs[run_id] = nil end
   if kind == "tool_result" and type(data) == "table" then tally.tool_result(data.name, data.ok) end
   return seq
 end
@@ -368,6 +387,19 @@ function _M.find(db, id)
   return run
 end
 
+-- A run's events after number ?2: its rows of run_events, and its journaled
+-- steps as "step_done" events (migration 13; the entries journaled before
+-- it have no number, their step_done being a row of run_events). The
+-- JSON merge patch drops the null members, as cjson.encode of a table
+-- without them would.
+local EVENTS = [[
+  SELECT seq, at, kind, agent, data, step, attempt FROM run_events WHERE run_id = ?1 AND seq > ?2
+  UNION ALL
+  SELECT seq, at, 'step_done', CASE kind WHEN 'call' THEN name END,
+         json_patch('{}', json_object('step', step, 'kind', kind, 'name', name, 'status', status,
+                                      'error', error, 'attempts', attempts)), NULL, NULL
+    FROM journal WHERE run_id = ?1 AND seq > ?2]]
+
 -- One run with its events; nil and a message when there is no such run.
 function _M.show(id)
   local db, err = database.get()
@@ -376,8 +408,7 @@ function _M.show(id)
   if not run then return nil, e end
   live_totals(db, run)
   run.input, run.output = decode(run.input), decode(run.output)
-  run.events = db:query("SELECT seq, at, kind, agent, data, step, attempt FROM run_events WHERE run_id = ? ORDER BY seq",
-                        run.id)
+  run.events = db:query(EVENTS .. " ORDER BY seq", run.id, 0)
   for _, ev in ipairs(run.events) do ev.data = decode(ev.data) end
   return run
 end
@@ -390,8 +421,7 @@ function _M.events_after(id, after, limit)
   if not db then return nil, err end
   local run, e = _M.find(db, id)
   if not run then return nil, e end
-  local rows = db:query([[SELECT seq, at, kind, agent, data, step, attempt FROM run_events
-                          WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?]], run.id, after, limit or 500)
+  local rows = db:query(EVENTS .. " ORDER BY seq LIMIT ?3", run.id, after, limit or 500)
   for _, ev in ipairs(rows or {}) do ev.data = decode(ev.data) end
   return rows or {}, run
 end

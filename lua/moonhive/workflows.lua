@@ -32,7 +32,7 @@
 --   step{step=, kind=, name=, args=, status=, result=, error=, memory=, attempts=, started_at=,
 --        version=, path=, source=} -> {status=, lost=}
 --       journals a step of the caller's run (durable before it returns),
---       records it as the run's event "step_done", and answers the run's
+--       as the run's event "step_done" too, and answers the run's
 --       status, so the engine notices a cancellation; the usage of the
 --       model calls the step's attempts made (held by moonhive.runs) joins
 --       the run's totals in the same transaction;
@@ -244,20 +244,19 @@ function _M.step(req, _, caller)
   if not stored then return nil, serr end
   -- the usage of the model calls its attempts made joins the run's totals with the entry
   local usage = req.status ~= "started" and runs.close_step(caller.run_id, req.step) or nil
+  -- the entry is the run's event "step_done" too, for its followers (GET
+  -- /v1/runs/{id}/events, the dashboard): moonhive.runs lists it by seq
   local status, e = s.journal.put(caller.run_id, {
     step = req.step, kind = req.kind, name = req.name, args = req.args, status = req.status, result = req.result,
     error = req.error, memory = req.memory, attempts = req.attempts,
-    started_at = type(req.started_at) == "number" and req.started_at or nil, version = req.version },
+    started_at = type(req.started_at) == "number" and req.started_at or nil, version = req.version,
+    seq = runs.step_seq(caller.run_id) },
     lease.owner(), usage)
   if not status then
     if e ~= "lease lost" then e = "workflow: cannot journal step " .. tostring(req.step) .. ": " .. e end
     return nil, write_error(caller.run_id, e)
   end
   if req.kind == "tool" and req.status ~= "started" then tally.tool_result(req.name, req.status == "ok") end
-  -- the step as an event of the run, for its followers (GET /v1/runs/{id}/events, the dashboard)
-  runs.record(caller.run_id, "step_done", req.kind == "call" and req.name or nil,
-              { step = req.step, kind = req.kind, name = req.name, status = req.status, error = req.error,
-                attempts = req.attempts })
   local ok, lost = lease.renew(s, caller.run_id)
   return { status = status, lost = not ok and lost or nil, draining = draining or nil }
 end

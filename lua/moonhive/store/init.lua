@@ -53,11 +53,13 @@
 --
 --   journal.put(run_id, entry, owner, usage) -> the run's status
 --       entry = {step=, kind=, name=, args=, status=, result=, error=,
---                memory=, attempts=, started_at=, version=}; step is the
---                engine's replay id ("3", "4.2.1"); args a digest of the
+--                memory=, attempts=, started_at=, version=, seq=}; step is
+--                the engine's replay id ("3", "4.2.1"); args a digest of the
 --                step's arguments; started_at when the step began (optional);
 --                version the SHA-256 of the agent file a wf:call ran (its
---                text is in versions);
+--                text is in versions); seq (optional) the number of the
+--                run's event the entry is (its "step_done": moonhive.runs
+--                lists the entries that have one among the run's events);
 --       status "started" (a sleep's wake-up time, a wait's deadline),
 --       "ok" or "error". An entry is written once, except that a "started"
 --       entry may be replaced by its outcome (which keeps the started

@@ -237,18 +237,19 @@ local function put(d, run_id, en, usage)
   end
   pos = pos + 1
   local res, e = d:run([[INSERT INTO journal (run_id, step, pos, kind, name, args, status, result, error, memory,
-                                              attempts, started_at, at, version, tokens_in, tokens_out, cost)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                              attempts, started_at, at, version, tokens_in, tokens_out, cost, seq)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                          ON CONFLICT (run_id, step) DO UPDATE SET kind = excluded.kind, name = excluded.name,
                            args = excluded.args, status = excluded.status, result = excluded.result,
                            error = excluded.error, memory = excluded.memory, attempts = excluded.attempts,
                            started_at = coalesce(excluded.started_at, journal.started_at, journal.at),
                            at = excluded.at, version = excluded.version, tokens_in = excluded.tokens_in,
-                           tokens_out = excluded.tokens_out, cost = excluded.cost
+                           tokens_out = excluded.tokens_out, cost = excluded.cost, seq = excluded.seq
                          WHERE journal.status = 'started']],
                        run_id, en.step, pos, en.kind, en.name, en.args, en.status, en.result, en.error,
                        en.memory, en.attempts or 1, en.started_at, time.now(), en.version,
-                       usage and usage.tokens_in or 0, usage and usage.tokens_out or 0, usage and usage.cost or 0)
+                       usage and usage.tokens_in or 0, usage and usage.tokens_out or 0, usage and usage.cost or 0,
+                       en.seq)
   if not res then error(e, 0) end
   if res.changes == 0 then error(("step %s of run %s is already journaled"):format(en.step, run_id), 0) end
   positions[run_id] = pos

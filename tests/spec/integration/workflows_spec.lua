@@ -60,6 +60,32 @@ describe("workflows", function()
     assert.equals("workflow", run.kind)
     assert.equals(64, #run.version)
     assert.equals(4 + 3 + 1 + 4, #run.steps) -- 4 calls, parallel + 2, sleep, map + 3
+    -- each journaled step is one step_done event of the run, numbered among
+    -- its other events, after the model calls the step made
+    local done_at, last, calls = {}, 0, 0
+    for _, ev in ipairs(run.events) do
+      assert.is_true(ev.seq > last, "events out of order")
+      last = ev.seq
+      if ev.kind == "step_done" then
+        assert.is_nil(done_at[ev.data.step], "two step_done events for one step")
+        done_at[ev.data.step] = ev.seq
+        assert.same({ "ok", 1 }, { ev.data.status, ev.data.attempts })
+        assert.is_nil(ev.data.error)
+        if ev.data.kind == "call" then
+          calls = calls + 1
+          assert.equals(ev.data.name, ev.agent)
+        end
+      elseif ev.step then
+        assert.is_nil(done_at[ev.step], "a model call recorded after its step was done")
+      end
+    end
+    local journaled_calls = 0
+    for _, st in ipairs(run.steps) do
+      assert.truthy(done_at[st.step], st.step)
+      if st.kind == "call" then journaled_calls = journaled_calls + 1 end
+    end
+    assert.is_true(calls > 0)
+    assert.equals(journaled_calls, calls)
     for _, key in ipairs(CRASHY_KEYS) do assert.equals(1, counts("plain")[key], key) end
     local j = cjson.decode(H.ok(moonhive({ "run", "--json", file, "--input", '{"tag": "json"}' })))
     assert.same({ "succeeded", CRASHY_OUT }, { j.status, j.output })
