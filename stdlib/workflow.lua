@@ -265,7 +265,9 @@ end
 local function replay(self, id, en, kind, name, label)
   self.replayed = self.replayed + 1
   restore_memory(self, en.memory)
-  emit(self, { kind = "step_replayed", step = id, step_kind = kind, name = name, ok = en.status == "ok", label = label })
+  if self.on_event then -- a step's start, end or replay is only shown, never recorded (see RECORDED)
+    emit(self, { kind = "step_replayed", step = id, step_kind = kind, name = name, ok = en.status == "ok", label = label })
+  end
   if en.status == "error" then error(en.error, 0) end
   return decode(en.result)
 end
@@ -280,10 +282,12 @@ local function retryable(on, err)
 end
 
 -- Runs exec(id, attempt) under opts' retry and timeout: ok, result, attempts.
+local NO_RETRY = {}
+
 local function attempt(self, id, kind, name, opts, exec)
-  local r = opts.retry or self.def.retry or {}
+  local r = opts.retry or self.def.retry or NO_RETRY
   local attempts, delay = r.attempts or 1, r.backoff_ms or r.backoff or 200
-  local label = ("step %s %s"):format(id, describe(kind, name))
+  local label = opts.timeout and ("step %s %s"):format(id, describe(kind, name)) -- what a timeout error names
   for n = 1, attempts do
     local ok, result
     if opts.timeout then ok, result = toolmod.bounded(opts.timeout, label, exec, id, n)
@@ -317,8 +321,8 @@ local function step(self, kind, name, args, opts, exec, meta)
   local en = journaled(self, id, kind, name, args)
   if en then return register(self, id, kind, name, opts, replay(self, id, en, kind, name, opts.label)) end
   check_drain(self)
-  emit(self, { kind = "step_start", step = id, step_kind = kind, name = name, label = opts.label })
-  local started, started_at = time.monotonic(), time.now()
+  if self.on_event then emit(self, { kind = "step_start", step = id, step_kind = kind, name = name, label = opts.label }) end
+  local started, started_at = self.on_event and time.monotonic(), time.now()
   local ok, result, attempts = attempt(self, id, kind, name, opts, exec)
   check_live(self)
   local text
@@ -337,8 +341,10 @@ local function step(self, kind, name, args, opts, exec, meta)
                   source = meta.source })
   if meta.version then self.stored[meta.version] = true end
   self.executed = self.executed + 1
-  emit(self, { kind = "step_done", step = id, step_kind = kind, name = name, ok = ok, error = not ok and result or nil,
-               ms = time.monotonic() - started, label = opts.label })
+  if self.on_event then
+    emit(self, { kind = "step_done", step = id, step_kind = kind, name = name, ok = ok, error = not ok and result or nil,
+                 ms = time.monotonic() - started, label = opts.label })
+  end
   if not ok then error(result, 0) end
   if type(result) == "string" then return register(self, id, kind, name, opts, result) end -- reads back as itself
   return register(self, id, kind, name, opts, decode(text)) -- what a replay will see

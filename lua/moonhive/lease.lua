@@ -108,11 +108,12 @@ end
 
 -- Renews, once a third of a lease has passed, every lease this process
 -- holds in one store call; those it no longer holds are noted as lost.
+-- Whether it renewed (so may have noted some) this time.
 function _M.renew_all(s)
-  if not lease_ms or next(held) == nil or time.now() < renewed_all + lease_ms / 1000 / 3 then return end
+  if not lease_ms or next(held) == nil or time.now() < renewed_all + lease_ms / 1000 / 3 then return false end
   renewed_all = time.now()
   local ids = s.runs.renew(_M.owner(), lease_ms)
-  if not ids then return end -- the store failed: the next round tries again
+  if not ids then return false end -- the store failed: the next round tries again
   for id in pairs(held) do
     if ids[id] then _M.adopt(id)
     else
@@ -120,6 +121,7 @@ function _M.renew_all(s)
       lost[id] = ("run %s lost its lease: another process executes it now"):format(id)
     end
   end
+  return true
 end
 
 -- Why run id must stop (its lease was taken over), once; or nil.

@@ -287,17 +287,41 @@ local function wake(id, lost)
   end
 end
 
--- One look at every watched run: the status of all of them in one query,
--- and this process's leases renewed when due. The watch of a run that is
--- finished (cancelled, or gone), or whose lease was lost, is woken.
+-- The runs to look at: every watched one when another process may have
+-- changed a run since the last look (the store's change counter moved, or
+-- it has none); else only those watched since the last look, which that
+-- look did not cover (a change made just before it would be missed).
+local seen = nil -- the store's change counter at the last look
+local fresh = {} -- run id -> true: watched since the last look
+
+local function to_look_at(s)
+  local version = s.runs.changes and s.runs.changes() or nil
+  local ids, all = {}, version == nil or version ~= seen
+  for id in pairs(all and watched or fresh) do
+    if watched[id] then ids[#ids + 1] = id end
+  end
+  seen, fresh = version, {}
+  return ids
+end
+
+-- One look at the watched runs that may have news (to_look_at): their
+-- statuses in one query; and this process's leases renewed when due. The
+-- watch of a run that is finished (cancelled, or gone), or whose lease was
+-- lost, is woken. A cancellation made by this process wakes its run's
+-- watch at once (cancel).
 local function look(s)
-  local ids = {}
-  for id in pairs(watched) do ids[#ids + 1] = id end
-  local got = s.runs.statuses(ids)
-  lease.renew_all(s)
-  if not got then return end -- the store failed: look again next round
-  for _, id in ipairs(ids) do
-    local st = got[id] or "gone"
+  local ids = to_look_at(s)
+  local got = #ids == 0 and {} or s.runs.statuses(ids)
+  local renewed = lease.renew_all(s)
+  if not got then -- the store failed: look at every run next round
+    seen = nil
+    return
+  end
+  local looked = {}
+  for _, id in ipairs(ids) do looked[id] = got[id] or "gone" end
+  -- a renewal may have found any watched run's lease lost
+  for id in pairs(renewed and watched or looked) do
+    local st = looked[id] or "running"
     if st == "cancelled" then runs.close_all(id) end
     local lost = lease.lost(id)
     if lost then runs.forget(id) end -- another process records its events now
@@ -321,7 +345,7 @@ function _M.watch(_, _, caller)
   if not s then return nil, err end
   local id = caller.run_id
   local w = { ev = task.event() }
-  watched[id] = w
+  watched[id], fresh[id] = w, true
   if draining then wake(id) end
   if not looping then
     looping = true
@@ -378,6 +402,10 @@ function _M.cancel(id)
   local ok
   ok, e = s.runs.set(run.id, { status = "cancelled", error = "cancelled" })
   if not ok then return nil, e end
+  if watched[run.id] then -- executed here: the store's change counter does not show this process's own writes
+    runs.close_all(run.id)
+    wake(run.id)
+  end
   return run.id
 end
 

@@ -19,6 +19,9 @@
 --       (started_at: seconds since the epoch, as every time here)
 --   runs.status(id) -> status | nil, "no run 'ID'"    (exact id; cheaper than get)
 --   runs.statuses({id, ...}) -> {[id] = status}        (the runs that exist)
+--   runs.changes() -> a value that differs from the one the previous call
+--       returned whenever another process may have changed a run since
+--       (nil: the backend cannot tell, so the caller must look)
 --   runs.set(id, {status=, output=, error=}, owner) -> true
 --       sets an unfinished run's status; a terminal one (succeeded, failed,
 --       cancelled) sets finished_at (and, with owner, releases its lease);

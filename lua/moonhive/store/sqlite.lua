@@ -121,6 +121,16 @@ function _M.runs.status(id)
   return row.status
 end
 
+-- PRAGMA data_version: it moves whenever another connection (another
+-- process) has committed since this one last read it; this connection's
+-- own commits leave it alone.
+function _M.runs.changes()
+  local d, err = db()
+  if not d then return nil, err end
+  local row = d:first("PRAGMA data_version")
+  return row and row.data_version
+end
+
 function _M.runs.statuses(ids)
   local d, err = db()
   if not d then return nil, err end
