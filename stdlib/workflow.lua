@@ -184,6 +184,14 @@ local function decode(text)
   return v
 end
 
+-- The run's working memory as journaled with each step; an empty one (most
+-- runs never write it) without encoding it every time.
+local EMPTY_MEMORY = json.encode({})
+local function memory_text(self)
+  if next(self.memory) == nil then return EMPTY_MEMORY end
+  return encode(self.memory)
+end
+
 -- A short digest of a step's arguments, compared on replay.
 local function digest(v)
   if v == nil then return nil end
@@ -336,7 +344,7 @@ local function step(self, kind, name, args, opts, exec, meta)
   end
   meta = meta or {}
   journal(self, { step = id, kind = kind, name = name, args = args, status = ok and "ok" or "error",
-                  result = text, error = not ok and result or nil, memory = encode(self.memory),
+                  result = text, error = not ok and result or nil, memory = memory_text(self),
                   attempts = attempts, started_at = started_at, version = meta.version, path = meta.path,
                   source = meta.source })
   if meta.version then self.stored[meta.version] = true end
@@ -484,7 +492,7 @@ local function composite(self, kind, fns, limit)
   if not ok then error(results, 0) end
   local text = encode(results)
   journal(self, { step = id, kind = kind, args = tostring(#fns), status = "ok", result = text,
-                  memory = encode(self.memory), started_at = started_at })
+                  memory = memory_text(self), started_at = started_at })
   self.executed = self.executed + 1
   return decode(text)
 end
@@ -528,7 +536,7 @@ function Run:sleep(ms)
   if left > 0 then sleep(left * 1000) end
   self.idle = self.idle - 1
   journal(self, { step = id, kind = "sleep", args = tostring(ms), status = "ok", result = text,
-                  memory = encode(self.memory) })
+                  memory = memory_text(self) })
   self.executed = self.executed + 1
 end
 
@@ -553,7 +561,7 @@ function Run:wait_signal(name, opts)
   workflows.status{ status = "waiting" }
   emit(self, { kind = "waiting", step = id, name = name })
   while true do
-    local res, err = workflows.take_signal{ name = name, step = id, memory = encode(self.memory) }
+    local res, err = workflows.take_signal{ name = name, step = id, memory = memory_text(self) }
     if not res then fatal(self, err) end
     self.status = res.status
     check_live(self)
@@ -569,7 +577,7 @@ function Run:wait_signal(name, opts)
     end
     if deadline and time.now() >= deadline then
       journal(self, { step = id, kind = "signal", name = name, status = "error", error = "timeout",
-                      memory = encode(self.memory) })
+                      memory = memory_text(self) })
       workflows.status{ status = "running" }
       emit(self, { kind = "signal_timeout", step = id, name = name })
       return nil, "timeout"
