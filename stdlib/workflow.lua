@@ -342,12 +342,12 @@ local function step(self, kind, name, args, opts, exec, meta)
       text = e
     end
   end
-  meta = meta or {}
+  local version = meta and meta.version
   journal(self, { step = id, kind = kind, name = name, args = args, status = ok and "ok" or "error",
                   result = text, error = not ok and result or nil, memory = memory_text(self),
-                  attempts = attempts, started_at = started_at, version = meta.version, path = meta.path,
-                  source = meta.source })
-  if meta.version then self.stored[meta.version] = true end
+                  attempts = attempts, started_at = started_at, version = version, path = version and meta.path,
+                  source = version and meta.source })
+  if version then self.stored[version] = true end
   self.executed = self.executed + 1
   if self.on_event then
     emit(self, { kind = "step_done", step = id, step_kind = kind, name = name, ok = ok, error = not ok and result or nil,
@@ -358,8 +358,10 @@ local function step(self, kind, name, args, opts, exec, meta)
   return register(self, id, kind, name, opts, decode(text)) -- what a replay will see
 end
 
+local NO_OPTS = {} -- read only, as every opts table is here
+
 local function opts_of(opts, what)
-  if opts == nil then return {} end
+  if opts == nil then return NO_OPTS end
   if type(opts) ~= "table" then error(what .. ": opts must be a table {retry=, timeout=, compensate=, label=}", 3) end
   local ok, e = pcall(function() check_retry(opts.retry, what) check_timeout(opts.timeout, what) end)
   if not ok then error(type(e) == "table" and e.message or e, 3) end
@@ -408,14 +410,16 @@ function Run:call(a, input, opts)
   else
     error("wf:call: expected an agent{} or the name of one (agents/NAME.lua)", 2)
   end
-  local meta = {}
+  local meta = type(a) == "string" and {} or nil -- filled by load_agent
   return step(self, "call", name, digest(input), opts, function(id, n)
-    local ag = type(a) == "string" and load_agent(self, a, meta) or a
-    -- its model and tool calls go to an agent run of this attempt's own,
-    -- the run's child under step id (moonhive trace)
+    local ag = meta and load_agent(self, a, meta) or a
+    -- its model and tool calls are events of the run, tagged with step id
+    -- and attempt n (moonhive trace)
     workflows.in_step(id, n)
-    local parent = { depth = 0, memory = self.memory, run_id = self.id, on_event = self.agent_events }
-    local ok, output = pcall(ag.run, ag, input, { ctx = parent })
+    -- the agent runs as a part of this run (read only: new_ctx copies from it)
+    self.agent_opts = self.agent_opts or
+                      { ctx = { depth = 0, memory = self.memory, run_id = self.id, on_event = self.agent_events } }
+    local ok, output = pcall(ag.run, ag, input, self.agent_opts)
     workflows.in_step()
     if not ok then error(output, 0) end
     return output

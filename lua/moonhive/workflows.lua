@@ -246,12 +246,11 @@ function _M.step(req, _, caller)
   local usage = req.status ~= "started" and runs.close_step(caller.run_id, req.step) or nil
   -- the entry is the run's event "step_done" too, for its followers (GET
   -- /v1/runs/{id}/events, the dashboard): moonhive.runs lists it by seq
-  local status, e = s.journal.put(caller.run_id, {
-    step = req.step, kind = req.kind, name = req.name, args = req.args, status = req.status, result = req.result,
-    error = req.error, memory = req.memory, attempts = req.attempts,
-    started_at = type(req.started_at) == "number" and req.started_at or nil, version = req.version,
-    seq = runs.step_seq(caller.run_id) },
-    lease.owner(), usage)
+  -- req, this call's own copy of the engine's request, is the entry (the
+  -- store reads only the entry's fields from it)
+  if type(req.started_at) ~= "number" then req.started_at = nil end
+  req.seq = runs.step_seq(caller.run_id)
+  local status, e = s.journal.put(caller.run_id, req, lease.owner(), usage)
   if not status then
     if e ~= "lease lost" then e = "workflow: cannot journal step " .. tostring(req.step) .. ": " .. e end
     return nil, write_error(caller.run_id, e)
