@@ -11,7 +11,10 @@
  * of them. That call may raise, so the matcher owns nothing but a struct on
  * the C stack (or in the gmatch iterator's userdata); gsub builds its result in
  * a luaL_Buffer. mh_string_guard installs the four functions into a sandbox's
- * copy of the string table.
+ * copy of the string table. One addition to Lua's algorithm: when a pattern's
+ * first item is one character class that must match (stdlib json's
+ * '[%c"\\]'), the search skips the start positions that cannot match
+ * (first_chars, skip_to_first) instead of entering the matcher at each.
  *
  * The matcher's helpers touch the Lua stack only to raise: [-0, +0, v]. */
 #include "sb_string.h"

@@ -184,6 +184,14 @@ local function decode(text)
   return v
 end
 
+-- v as it reads back from its journal text: decode(text) (a replay's
+-- view), or v itself when that is the same thing (a string: JSON strings
+-- read back exactly), without a decode's copies.
+local function as_journaled(v, text)
+  if type(v) == "string" then return v end
+  return decode(text)
+end
+
 -- The run's working memory as journaled with each step; an empty one (most
 -- runs never write it) without encoding it every time.
 local EMPTY_MEMORY = json.encode({})
@@ -354,8 +362,7 @@ local function step(self, kind, name, args, opts, exec, meta)
                  ms = time.monotonic() - started, label = opts.label })
   end
   if not ok then error(result, 0) end
-  if type(result) == "string" then return register(self, id, kind, name, opts, result) end -- reads back as itself
-  return register(self, id, kind, name, opts, decode(text)) -- what a replay will see
+  return register(self, id, kind, name, opts, as_journaled(result, text)) -- what a replay will see
 end
 
 local NO_OPTS = {} -- read only, as every opts table is here
@@ -694,7 +701,7 @@ local function execute(run)
       elseif res.status == "cancelled" then ok, run.fatal = false, "workflow run cancelled" end
     end
     if ok then
-      report.status, report.output = "succeeded", decode(text)
+      report.status, report.output = "succeeded", as_journaled(output, text)
       emit(run, { kind = "finished", status = "succeeded" })
       return report
     end
@@ -787,7 +794,7 @@ function M.start(def, input, opts)
   local encoded = encode(input)
   local res, err = workflows.begin{ workflow = def.name, path = opts.path, source = opts.source, input = encoded }
   if not res then error(err, 0) end
-  local run = new_run(def, res.id, decode(encoded), {}, res.started_at, opts.on_event, opts.agent_events, res.version)
+  local run = new_run(def, res.id, as_journaled(input, encoded), {}, res.started_at, opts.on_event, opts.agent_events, res.version)
   emit(run, { kind = "started", run_id = run.id })
   return execute(run)
 end
