@@ -67,6 +67,7 @@ local _M = {}
 local UNFINISHED = { pending = true, running = true, waiting = true }
 local grants = {} -- tokens of the `runs resume` commands of this process
 local stored = {} -- workflow versions this process has stored
+local since = {} -- run id -> the store's change counter when this process made the run its own (see watch)
 local SETTABLE = { running = true, waiting = true, succeeded = true, failed = true }
 local TERMINAL = { succeeded = true, failed = true }
 
@@ -110,7 +111,10 @@ function _M.begin(req)
   id, e = s.runs.create{ kind = "workflow", name = req.workflow, version = version, input = req.input, status = status,
                          owner = not req.queue and lease.owner() or nil, lease_ms = ms }
   if not id then return nil, "workflow: cannot create the run: " .. e end
-  if not req.queue then lease.adopt(id) end
+  if not req.queue then
+    lease.adopt(id)
+    since[id] = s.runs.changes and s.runs.changes() or nil -- its watch looks at it only after a change
+  end
   return { id = id, version = version, started_at = time.now(), status = status }
 end
 
@@ -184,6 +188,7 @@ function _M.attach(req)
   local s, err = backend("workflow")
   if not s then return nil, err end
   if type(req.id) ~= "string" then return nil, "workflow: attach needs a run id" end
+  local changes = s.runs.changes and s.runs.changes() or nil -- read before the run: see to_look_at
   local run, e = s.runs.get(req.id)
   if not run then return nil, e end
   if run.kind ~= "workflow" or not UNFINISHED[run.status] then
@@ -208,12 +213,13 @@ function _M.attach(req)
   if not ok then return nil, e end
   -- agent runs its steps had started when its last process stopped
   runs.abandon(run.id, "interrupted: the process running its workflow stopped")
+  since[run.id] = changes
   return { id = run.id, workflow = run.name, input = run.input, status = e or "running", journal = journal,
            started_at = run.started_at, agents = agents }
 end
 
 local WATCH_MS = 250
-local watched = {} -- run id -> {ev = the event its engine's watch waits on, lost = why}
+local watched = {} -- run id -> {ev = the event its engine's watch waits on, lost = why, since = counter}
 local looping = false -- the watch loop is running
 
 -- The run's status for the engine; renews its lease when due (lost: why
@@ -280,7 +286,7 @@ function _M.status(req, _, caller)
                              lease.owner())
   if not ok then return nil, write_error(caller.run_id, now) end
   if TERMINAL[req.status] then
-    watched[caller.run_id] = nil -- its watch was cancelled by its engine
+    watched[caller.run_id], since[caller.run_id] = nil, nil -- its watch was cancelled by its engine
     lease.drop(caller.run_id)
     runs.close_all(caller.run_id)
   end
@@ -300,8 +306,9 @@ end
 
 -- The runs to look at: every watched one when another process may have
 -- changed a run since the last look (the store's change counter moved, or
--- it has none); else only those watched since the last look, which that
--- look did not cover (a change made just before it would be missed).
+-- it has none); else only those watched since the last look that changed
+-- since this process made them its own (begin, attach: the counter then),
+-- which the last look did not cover.
 local seen = nil -- the store's change counter at the last look
 local fresh = {} -- run id -> true: watched since the last look
 
@@ -309,7 +316,8 @@ local function to_look_at(s)
   local version = s.runs.changes and s.runs.changes() or nil
   local ids, all = {}, version == nil or version ~= seen
   for id in pairs(all and watched or fresh) do
-    if watched[id] then ids[#ids + 1] = id end
+    local w = watched[id]
+    if w and (all or w.since ~= version) then ids[#ids + 1] = id end
   end
   seen, fresh = version, {}
   return ids
@@ -355,8 +363,8 @@ function _M.watch(_, _, caller)
   local s, err = run_backend(caller)
   if not s then return nil, err end
   local id = caller.run_id
-  local w = { ev = task.event() }
-  watched[id], fresh[id] = w, true
+  local w = { ev = task.event(), since = since[id] }
+  watched[id], fresh[id], since[id] = w, true, nil
   if draining then wake(id) end
   if not looping then
     looping = true
