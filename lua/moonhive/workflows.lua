@@ -61,13 +61,14 @@ local stores = require "moonhive.store"
 local runs = require "moonhive.runs"
 local lease = require "moonhive.lease"
 local tally = require "moonhive.tally"
+local watch_set = require "moonhive.watch_set"
 
 local _M = {}
 
 local UNFINISHED = { pending = true, running = true, waiting = true }
 local grants = {} -- tokens of the `runs resume` commands of this process
 local stored = {} -- workflow versions this process has stored
-local since = {} -- run id -> the store's change counter when this process made the run its own (see watch)
+local watches = watch_set.new() -- the runs whose engine waits in watch{}, and which a look must read
 local SETTABLE = { running = true, waiting = true, succeeded = true, failed = true }
 local TERMINAL = { succeeded = true, failed = true }
 
@@ -113,7 +114,7 @@ function _M.begin(req)
   if not id then return nil, "workflow: cannot create the run: " .. e end
   if not req.queue then
     lease.adopt(id)
-    since[id] = s.runs.changes and s.runs.changes() or nil -- its watch looks at it only after a change
+    watches:owned(id, s.runs.changes and s.runs.changes() or nil) -- its watch reads it only after a change
   end
   return { id = id, version = version, started_at = time.now(), status = status }
 end
@@ -188,7 +189,7 @@ function _M.attach(req)
   local s, err = backend("workflow")
   if not s then return nil, err end
   if type(req.id) ~= "string" then return nil, "workflow: attach needs a run id" end
-  local changes = s.runs.changes and s.runs.changes() or nil -- read before the run: see to_look_at
+  local changes = s.runs.changes and s.runs.changes() or nil -- read before the run: see watch_set.due
   local run, e = s.runs.get(req.id)
   if not run then return nil, e end
   if run.kind ~= "workflow" or not UNFINISHED[run.status] then
@@ -213,13 +214,12 @@ function _M.attach(req)
   if not ok then return nil, e end
   -- agent runs its steps had started when its last process stopped
   runs.abandon(run.id, "interrupted: the process running its workflow stopped")
-  since[run.id] = changes
+  watches:owned(run.id, changes)
   return { id = run.id, workflow = run.name, input = run.input, status = e or "running", journal = journal,
            started_at = run.started_at, agents = agents }
 end
 
 local WATCH_MS = 250
-local watched = {} -- run id -> {ev = the event its engine's watch waits on, lost = why, since = counter}
 local looping = false -- the watch loop is running
 
 -- The run's status for the engine; renews its lease when due (lost: why
@@ -286,7 +286,7 @@ function _M.status(req, _, caller)
                              lease.owner())
   if not ok then return nil, write_error(caller.run_id, now) end
   if TERMINAL[req.status] then
-    watched[caller.run_id], since[caller.run_id] = nil, nil -- its watch was cancelled by its engine
+    watches:unwatch(caller.run_id) -- its watch was cancelled by its engine
     lease.drop(caller.run_id)
     runs.close_all(caller.run_id)
   end
@@ -296,50 +296,30 @@ end
 -- Wakes the watch of run id (if one waits; lost: why its lease is gone)
 -- and forgets it.
 local function wake(id, lost)
-  local w = watched[id]
-  watched[id] = nil
+  local w = watches:unwatch(id)
   if w then
     w.lost = lost
     w.ev:set()
   end
 end
 
--- The runs to look at: every watched one when another process may have
--- changed a run since the last look (the store's change counter moved, or
--- it has none); else only those watched since the last look that changed
--- since this process made them its own (begin, attach: the counter then),
--- which the last look did not cover.
-local seen = nil -- the store's change counter at the last look
-local fresh = {} -- run id -> true: watched since the last look
-
-local function to_look_at(s)
-  local version = s.runs.changes and s.runs.changes() or nil
-  local ids, all = {}, version == nil or version ~= seen
-  for id in pairs(all and watched or fresh) do
-    local w = watched[id]
-    if w and (all or w.since ~= version) then ids[#ids + 1] = id end
-  end
-  seen, fresh = version, {}
-  return ids
-end
-
--- One look at the watched runs that may have news (to_look_at): their
--- statuses in one query; and this process's leases renewed when due. The
--- watch of a run that is finished (cancelled, or gone), or whose lease was
--- lost, is woken. A cancellation made by this process wakes its run's
--- watch at once (cancel).
+-- One look at the watched runs that may have news (watch_set.due: when
+-- no other process has committed, none): their statuses in one query; and
+-- this process's leases renewed when due. The watch of a run that is
+-- finished (cancelled, or gone), or whose lease was lost, is woken. A
+-- cancellation made by this process wakes its run's watch at once (cancel).
 local function look(s)
-  local ids = to_look_at(s)
+  local ids = watches:due(s.runs.changes and s.runs.changes() or nil)
   local got = #ids == 0 and {} or s.runs.statuses(ids)
   local renewed = lease.renew_all(s)
   if not got then -- the store failed: look at every run next round
-    seen = nil
+    watches:missed()
     return
   end
   local looked = {}
   for _, id in ipairs(ids) do looked[id] = got[id] or "gone" end
   -- a renewal may have found any watched run's lease lost
-  for id in pairs(renewed and watched or looked) do
+  for _, id in ipairs(renewed and watches:ids() or ids) do
     local st = looked[id] or "running"
     if st == "cancelled" then runs.close_all(id) end
     local lost = lease.lost(id)
@@ -351,7 +331,7 @@ end
 -- The process's one watch loop, a task of its own: runs while any run is
 -- watched, looking every WATCH_MS.
 local function watch_loop(s)
-  while next(watched) do
+  while watches:any() do
     sleep(WATCH_MS)
     local ok, err = pcall(look, s)
     if not ok then log.warn("workflow watch: " .. tostring(err)) end
@@ -363,8 +343,7 @@ function _M.watch(_, _, caller)
   local s, err = run_backend(caller)
   if not s then return nil, err end
   local id = caller.run_id
-  local w = { ev = task.event(), since = since[id] }
-  watched[id], fresh[id], since[id] = w, true, nil
+  local w = watches:watch(id, { ev = task.event() })
   if draining then wake(id) end
   if not looping then
     looping = true
@@ -391,7 +370,7 @@ end
 -- take_signal and watch) and stays unfinished, for the next start to resume.
 function _M.drain()
   draining = true
-  for id in pairs(watched) do wake(id) end
+  for _, id in ipairs(watches:ids()) do wake(id) end
 end
 
 -- Lets go of run id, which unfinished{} took for this process but which
@@ -421,7 +400,7 @@ function _M.cancel(id)
   local ok
   ok, e = s.runs.set(run.id, { status = "cancelled", error = "cancelled" })
   if not ok then return nil, e end
-  if watched[run.id] then -- executed here: the store's change counter does not show this process's own writes
+  if watches:get(run.id) then -- executed here: the store's change counter does not show this process's own writes
     runs.close_all(run.id)
     wake(run.id)
   end
