@@ -43,9 +43,10 @@
 --   watch{} -> {status=, lost=, draining=}
 --       waits until the caller's run is cancelled, taken over by another
 --       process (lost: why), or finished, or the process drains; the
---       process's one watch loop (a background task) looks at every
---       watched run in one query every 250 ms, renews its leases when due,
---       and wakes the watches that have news
+--       process's one watch loop (a background task) looks every 250 ms
+--       at the watched runs that may have news (moonhive.watch_set: all of
+--       them, in one query, once another process has committed), renews
+--       its leases when due, and wakes the watches that have news
 --   take_signal{name=, step=, memory=} -> {found=, payload=, status=, lost=}
 -- Each answer with a status also renews the run's lease when due; lost
 -- says why the run must stop (another process took it over); draining,
