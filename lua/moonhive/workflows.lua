@@ -85,6 +85,13 @@ local function run_backend(caller)
   return backend("workflow")
 end
 
+-- The store's change counter (store runs.changes), or nil when the backend
+-- has none or cannot read it (the watch then reads every run).
+local function change_counter(s)
+  if not s.runs.changes then return nil end
+  return (s.runs.changes()) -- the counter alone, not an error message
+end
+
 -- The SHA-256 of a workflow file's text: a run of the same file again
 -- (a service starting thousands) finds it by the text, not by hashing it.
 local versions_seen, versions_count = {}, 0
@@ -115,7 +122,7 @@ function _M.begin(req)
   if not id then return nil, "workflow: cannot create the run: " .. e end
   if not req.queue then
     lease.adopt(id)
-    watches:owned(id, s.runs.changes and s.runs.changes() or nil) -- its watch reads it only after a change
+    watches:owned(id, change_counter(s)) -- its watch reads it only after a change
   end
   return { id = id, version = version, started_at = time.now(), status = status }
 end
@@ -190,7 +197,7 @@ function _M.attach(req)
   local s, err = backend("workflow")
   if not s then return nil, err end
   if type(req.id) ~= "string" then return nil, "workflow: attach needs a run id" end
-  local changes = s.runs.changes and s.runs.changes() or nil -- read before the run: see watch_set.due
+  local changes = change_counter(s) -- read before the run: see watch_set.due
   local run, e = s.runs.get(req.id)
   if not run then return nil, e end
   if run.kind ~= "workflow" or not UNFINISHED[run.status] then
@@ -310,7 +317,7 @@ end
 -- finished (cancelled, or gone), or whose lease was lost, is woken. A
 -- cancellation made by this process wakes its run's watch at once (cancel).
 local function look(s)
-  local ids = watches:due(s.runs.changes and s.runs.changes() or nil)
+  local ids = watches:due(change_counter(s))
   local got = #ids == 0 and {} or s.runs.statuses(ids)
   local renewed = lease.renew_all(s)
   if not got then -- the store failed: look at every run next round
