@@ -26,6 +26,7 @@
 
 #include "copy.h"
 #include "membuf.h"
+#include "mod_store.h"
 #include "runtime.h"
 #include "sandbox.h"
 #include "scheduler.h"
@@ -353,20 +354,113 @@ static int call_k(lua_State *L, int status, lua_KContext ctx) {
 /* ---- starting a call ---- */
 
 
-/* [-0, +1, -] on the runtime: spec's entry function, looked up once and then
- * kept in the runtime's registry under the spec's address (a module lookup
- * per call was a measurable part of a model call). Returns 0, or -1 with err
- * filled and nothing pushed. */
-static int push_entry(mh_host *host, const mh_bridge_spec *spec, char *err, size_t errlen) {
+/* [-0, +1, -] on the runtime: function `entry` of spec's module, looked up
+ * once and then kept in the runtime's registry under the address `key` (a
+ * module lookup per call was a measurable part of a model call). Returns 0,
+ * or -1 with err filled and nothing pushed. */
+static int push_entry(mh_host *host, const mh_bridge_spec *spec, const char *entry, const void *key, char *err,
+                      size_t errlen) {
   mh_vm *rt = mh_runtime(host, err, errlen);
   if (rt == NULL) return -1;
   lua_State *R = rt->L;
-  if (lua_rawgetp(R, LUA_REGISTRYINDEX, spec) == LUA_TFUNCTION) return 0;   /* R: entry */
+  if (lua_rawgetp(R, LUA_REGISTRYINDEX, key) == LUA_TFUNCTION) return 0;    /* R: entry */
   lua_pop(R, 1);
-  if (mh_runtime_push(host, spec->module, spec->entry, err, errlen) != 0) return -1;
+  if (mh_runtime_push(host, spec->module, entry, err, errlen) != 0) return -1;
   lua_pushvalue(R, -1);                                                      /* R: entry entry */
-  lua_rawsetp(R, LUA_REGISTRYINDEX, spec);                                   /* R: entry */
+  lua_rawsetp(R, LUA_REGISTRYINDEX, key);                                    /* R: entry */
   return 0;
+}
+
+/* [-0, +1, m] on the runtime: the caller table of a call made by run */
+static void push_caller(lua_State *R, const mh_run *run) {
+  lua_createtable(R, 0, 3);
+  if (run->record_id[0]) {
+    lua_pushstring(R, run->record_id);
+    lua_setfield(R, -2, "run_id");
+  }
+  if (run->record_step[0]) {
+    lua_pushstring(R, run->record_step);
+    lua_setfield(R, -2, "step");
+    lua_pushnumber(R, run->record_step_at);
+    lua_setfield(R, -2, "step_at");
+  }
+}
+
+/* ---- calls answered at once ---- */
+
+/* [-0, +(1|2), -] the script's result once a call answered at once is done:
+ * L: request callback result */
+static int now_done(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  const mh_bridge_spec *spec = (const mh_bridge_spec *)ctx;
+  if (spec->on_result) spec->on_result(L, lua_gettop(L));
+  return 1;
+}
+
+/* [-0, +(1|2), v] continuation once the commit a call answered at once
+ * waited for is done: L: request callback result (true | nil message) */
+static int now_committed(lua_State *L, int status, lua_KContext ctx) {
+  const mh_bridge_spec *spec = (const mh_bridge_spec *)ctx;
+  if (lua_toboolean(L, -1)) {
+    lua_pop(L, 1);
+    return now_done(L, status, ctx);
+  }
+  luaL_pushfail(L);
+  lua_pushfstring(L, "%s: %s", spec->what, lua_tostring(L, -2));
+  return 2;
+}
+
+/* [-0, +(0|1|2), v] Runs spec->now, the synchronous form of spec's entry,
+ * on the runtime's main thread: fn(request, nil, caller) -> result | nil,
+ * message | false (declined). It cannot yield (an attempt is its error), so
+ * it costs no run, no op and no resumes; when it answers a third value,
+ * the store's db, the script waits for that db's group commit before it
+ * sees the result (durable writes). L: request nil. Returns the native's
+ * result count, or -1 with nothing pushed when the runtime declined. */
+static int call_now(lua_State *L, const mh_bridge_spec *spec, mh_run *run) {
+  mh_vm *vm = run->vm;
+  char err[512];
+  if (push_entry(vm->host, spec, spec->now, &spec->now, err, sizeof err) != 0) {
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_State *R = vm->host->runtime->L;
+  int base = lua_gettop(R) - 1;                     /* R: entry */
+  mh_copy_rules rules = {vm->mem_limit, NULL};
+  if (mh_copy_value(L, 1, R, &rules, err, sizeof err) != 0) {
+    lua_settop(R, base);
+    return luaL_error(L, "%s: the request cannot be sent: %s", spec->what, err);
+  }
+  lua_pushnil(R);                                   /* R: entry request nil */
+  push_caller(R, run);                              /* R: entry request nil caller */
+  const char *keys[MH_SECRET_COUNT + 1];
+  const char *const *masked = host_keys(vm->host, keys);
+  if (lua_pcall(R, 3, 3, 0) == LUA_OK) {           /* R: result message pending */
+    if (lua_type(R, base + 1) == LUA_TBOOLEAN && !lua_toboolean(R, base + 1)) {
+      lua_settop(R, base);
+      return -1;
+    }
+    if (lua_istable(R, base + 1)) {
+      mh_store_group *g = mh_store_db_group(R, base + 3);
+      mh_copy_rules back = {0, masked};
+      int copied = mh_copy_value(R, base + 1, L, &back, err, sizeof err);
+      lua_settop(R, base);
+      if (copied == 0 && g == NULL) return now_done(L, LUA_OK, (lua_KContext)spec);
+      if (copied == 0) return mh_store_group_wait(L, g, (lua_KContext)spec, now_committed);
+    } else {
+      const char *msg = lua_tostring(R, base + 2);
+      snprintf(err, sizeof err, "%s", msg ? msg : "the runtime returned no result");
+      lua_settop(R, base);
+    }
+  } else {
+    const char *msg = lua_tostring(R, -1);
+    snprintf(err, sizeof err, "%s", msg ? msg : "the runtime's call failed");
+    lua_settop(R, base);
+  }
+  luaL_pushfail(L);
+  mh_push_masked(L, err, strlen(err), masked);
+  return 2;
 }
 
 /* [-0, +1, m] a shallow raw copy of the table at 1 without `stream` */
@@ -393,6 +487,10 @@ int mh_bridge_call(lua_State *L, const mh_bridge_spec *spec) {
   luaL_argexpected(L, t == LUA_TNIL || t == LUA_TFUNCTION, 1, "stream as a function");
   mh_run *run = mh_async_begin(L, what);
   mh_vm *vm = run->vm;
+  if (spec->now && t == LUA_TNIL) {                 /* req nil */
+    int n = call_now(L, spec, run);
+    if (n >= 0) return n;                           /* else the runtime declined: as any other call */
+  }
   bridge_call *c = mh_op_new(L, sizeof *c, &call_type); /* req callback call */
   c->spec = spec;
   c->sandbox = vm->L;
@@ -407,9 +505,10 @@ int mh_bridge_call(lua_State *L, const mh_bridge_spec *spec) {
     lua_pushvalue(L, 1);                            /* req callback call req: nothing to leave out */
   }
 
+
   char err[512];
   /* From here on every failure lets go of anything pushed on R. */
-  if (push_entry(vm->host, spec, err, sizeof err) != 0) {
+  if (push_entry(vm->host, spec, spec->entry, spec, err, sizeof err) != 0) {
     luaL_pushfail(L);
     lua_pushstring(L, err);
     return 2;
@@ -428,17 +527,7 @@ int mh_bridge_call(lua_State *L, const mh_bridge_spec *spec) {
   lua_pop(L, 1);                                    /* req callback call */
   lua_pushlightuserdata(R, b);
   lua_pushcclosure(R, runtime_emit, 1);             /* R: entry request emit */
-  lua_createtable(R, 0, 1);                         /* R: entry request emit caller */
-  if (run->record_id[0]) {
-    lua_pushstring(R, run->record_id);
-    lua_setfield(R, -2, "run_id");
-  }
-  if (run->record_step[0]) {
-    lua_pushstring(R, run->record_step);
-    lua_setfield(R, -2, "step");
-    lua_pushnumber(R, run->record_step_at);
-    lua_setfield(R, -2, "step_at");
-  }
+  push_caller(R, run);                              /* R: entry request emit caller */
   mh_run *remote = mh_run_start(vm->host->runtime, 3, remote_done, b);
   if (remote == NULL) {
     free(b);

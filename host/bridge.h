@@ -13,6 +13,9 @@ typedef struct mh_bridge_spec {
   /* Optional, [-0, +0, v]: sees a successful result (at idx) before the
    * script does; may raise (a broken budget). */
   void (*on_result)(lua_State *L, int idx);
+  /* Optional: the entry's synchronous form, tried first when nothing
+   * streams (see call_now in bridge.c): "step_now". */
+  const char *now;
 } mh_bridge_spec;
 
 /* [-?, +(1|2), v] The body of a native whose argument 1 is a request table;

@@ -15,9 +15,9 @@
 
 #include "bridge.h"
 
-static const mh_bridge_spec files = {"moonhive.tools", "files", "files", NULL};
-static const mh_bridge_spec run_code = {"moonhive.tools", "run_code", "run_code", NULL};
-static const mh_bridge_spec http_fetch = {"moonhive.tools", "http_fetch", "http_fetch", NULL};
+static const mh_bridge_spec files = {"moonhive.tools", "files", "files", NULL, NULL};
+static const mh_bridge_spec run_code = {"moonhive.tools", "run_code", "run_code", NULL, NULL};
+static const mh_bridge_spec http_fetch = {"moonhive.tools", "http_fetch", "http_fetch", NULL, NULL};
 
 /* [-1, +(1|2), v] each: a request table in, the runtime's answer out */
 static int tools_files(lua_State *L) { return mh_bridge_call(L, &files); }

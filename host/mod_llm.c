@@ -56,8 +56,8 @@ static int llm_usage(lua_State *L) {
   return 1;
 }
 
-static const mh_bridge_spec chat = {"moonhive.llm", "chat", "llm.chat", account};
-static const mh_bridge_spec embed = {"moonhive.llm", "embed", "llm.embed", account};
+static const mh_bridge_spec chat = {"moonhive.llm", "chat", "llm.chat", account, NULL};
+static const mh_bridge_spec embed = {"moonhive.llm", "embed", "llm.embed", account, NULL};
 
 static int llm_chat(lua_State *L) { return mh_bridge_call(L, &chat); }
 static int llm_embed(lua_State *L) { return mh_bridge_call(L, &embed); }

@@ -15,10 +15,10 @@
 
 #include "bridge.h"
 
-static const mh_bridge_spec remember = {"moonhive.memory", "remember", "memory.remember", NULL};
-static const mh_bridge_spec search = {"moonhive.memory", "search", "memory.search", NULL};
-static const mh_bridge_spec recent = {"moonhive.memory", "recent", "memory.recent", NULL};
-static const mh_bridge_spec forget = {"moonhive.memory", "forget", "memory.forget", NULL};
+static const mh_bridge_spec remember = {"moonhive.memory", "remember", "memory.remember", NULL, NULL};
+static const mh_bridge_spec search = {"moonhive.memory", "search", "memory.search", NULL, NULL};
+static const mh_bridge_spec recent = {"moonhive.memory", "recent", "memory.recent", NULL, NULL};
+static const mh_bridge_spec forget = {"moonhive.memory", "forget", "memory.forget", NULL, NULL};
 
 /* [-1, +(1|2), v] each: a request table in, the runtime's answer out */
 static int memory_remember(lua_State *L) { return mh_bridge_call(L, &remember); }

@@ -31,9 +31,9 @@ void mh_runs_bind_record(lua_State *L, int idx) {
   lua_pop(L, 1);
 }
 
-static const mh_bridge_spec start = {"moonhive.runs", "start", "runs.start", mh_runs_bind_record};
-static const mh_bridge_spec event = {"moonhive.runs", "event", "runs.event", NULL};
-static const mh_bridge_spec finish = {"moonhive.runs", "finish", "runs.finish", NULL};
+static const mh_bridge_spec start = {"moonhive.runs", "start", "runs.start", mh_runs_bind_record, NULL};
+static const mh_bridge_spec event = {"moonhive.runs", "event", "runs.event", NULL, NULL};
+static const mh_bridge_spec finish = {"moonhive.runs", "finish", "runs.finish", NULL, NULL};
 
 /* [-1, +(1|2), v] each: a request table in, the runtime's answer out */
 static int runs_start(lua_State *L) { return mh_bridge_call(L, &start); }

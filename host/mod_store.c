@@ -127,8 +127,8 @@ static void stmt_cache_clear(store_db *d) {
 
 /* ---- the db userdata ---- */
 
-/* [-0, +0, v] the db at idx (raises if it is not one) */
-static store_db *to_db(lua_State *L, int idx) {
+/* [-0, +0, -] the db at idx, or NULL when it is not one */
+static store_db *test_db(lua_State *L, int idx) {
   store_db *d = lua_touserdata(L, idx);
   if (d && lua_getmetatable(L, idx)) {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &DB_MT);
@@ -136,8 +136,19 @@ static store_db *to_db(lua_State *L, int idx) {
     lua_pop(L, 2);
     if (same) return d;
   }
-  luaL_typeerror(L, idx, "store.db");
   return NULL;
+}
+
+/* [-0, +0, v] the db at idx (raises if it is not one) */
+static store_db *to_db(lua_State *L, int idx) {
+  store_db *d = test_db(L, idx);
+  if (d == NULL) luaL_typeerror(L, idx, "store.db");
+  return d;
+}
+
+mh_store_group *mh_store_db_group(lua_State *L, int idx) {
+  store_db *d = test_db(L, idx);
+  return d && d->db ? d->group : NULL;
 }
 
 /* [-0, +0, v] the open db at idx (raises if it is closed) */
@@ -460,7 +471,7 @@ static int db_group_commit(lua_State *L) {
 /* db:committed() [-1, +(1|2), v] */
 static int db_committed(lua_State *L) {
   store_db *d = check_open(L, 1);
-  return mh_store_group_wait(L, d->group);
+  return mh_store_group_wait(L, d->group, 0, NULL);
 }
 
 /* [-0, +1, m] pushes the metatable of db userdata, creating it once per state */

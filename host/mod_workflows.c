@@ -29,18 +29,18 @@
 #include "mod_runs.h"
 #include "scheduler.h"
 
-#define ENTRY(fn, bind) \
-  static const mh_bridge_spec spec_##fn = {"moonhive.workflows", #fn, "workflows." #fn, bind}; \
+#define ENTRY(fn, bind, now) \
+  static const mh_bridge_spec spec_##fn = {"moonhive.workflows", #fn, "workflows." #fn, bind, now}; \
   static int workflows_##fn(lua_State *L) { return mh_bridge_call(L, &spec_##fn); }
 
 /* [-1, +(1|2), v] each: a request table in, the runtime's answer out */
-ENTRY(begin, mh_runs_bind_record)
-ENTRY(attach, mh_runs_bind_record)
-ENTRY(unfinished, NULL)
-ENTRY(step, NULL)
-ENTRY(status, NULL)
-ENTRY(watch, NULL)
-ENTRY(take_signal, NULL)
+ENTRY(begin, mh_runs_bind_record, "begin_now")
+ENTRY(attach, mh_runs_bind_record, NULL)
+ENTRY(unfinished, NULL, NULL)
+ENTRY(step, NULL, "step_now")
+ENTRY(status, NULL, "status_now")
+ENTRY(watch, NULL, NULL)
+ENTRY(take_signal, NULL, NULL)
 
 /* workflows.in_step([id, attempt]) [-(0|2), +0, v] */
 static int workflows_in_step(lua_State *L) {

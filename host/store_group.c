@@ -40,6 +40,8 @@ struct group_waiter {
   mh_store_group *g;         /* NULL once the commit it waited for is done */
   int rc;                    /* that commit's outcome */
   char err[240];
+  lua_KContext then_ctx;     /* the waiting native's own continuation, if any */
+  lua_KFunction then;
   group_waiter *prev, *next;
 };
 
@@ -109,26 +111,30 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   group_waiter *w = (group_waiter *)ctx;
   mh_op_resumed(L, &w->op); /* raises (after releasing w) if this run was cancelled meanwhile */
-  int rc = w->rc;
-  if (rc == SQLITE_OK) {
-    waiter_release(&w->op);
+  lua_KFunction then = w->then;
+  lua_KContext then_ctx = w->then_ctx;
+  int n = 1;
+  if (w->rc == SQLITE_OK) {
     lua_pushboolean(L, 1);
-    return 1;
+  } else {
+    lua_pushnil(L);
+    lua_pushstring(L, w->err);
+    n = 2;
   }
-  lua_pushnil(L);
-  lua_pushstring(L, w->err);
   waiter_release(&w->op);
-  return 2;
+  return then ? then(L, LUA_OK, then_ctx) : n;
 }
 
-int mh_store_group_wait(lua_State *L, mh_store_group *g) {
+int mh_store_group_wait(lua_State *L, mh_store_group *g, lua_KContext then_ctx, lua_KFunction then) {
   if (g == NULL || !g->open) {
     lua_pushboolean(L, 1);
-    return 1;
+    return then ? then(L, LUA_OK, then_ctx) : 1;
   }
   mh_run *run = mh_async_begin(L, "db:committed");
   group_waiter *w = calloc(1, sizeof *w);
   if (w == NULL) return luaL_error(L, "db:committed: out of memory");
+  w->then = then;
+  w->then_ctx = then_ctx;
   w->g = g;
   w->next = g->waiters;
   if (g->waiters) g->waiters->prev = w;

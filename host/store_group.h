@@ -18,9 +18,11 @@ mh_store_group *mh_store_group_new(uv_loop_t *loop, sqlite3 *db);
  * SQLite's code for why it cannot begin. */
 int mh_store_group_join(mh_store_group *g);
 /* [-0, +(1|2), v] The body of db:committed(): true once everything written
- * so far is committed (at once when nothing is pending), or nil and a
- * message when the commit failed. Waits (yields) when a commit is pending. */
-int mh_store_group_wait(lua_State *L, mh_store_group *g);
+ * so far is committed (at once when nothing is pending or g is NULL), or
+ * nil and a message when the commit failed. Waits (yields) when a commit
+ * is pending. With `then`, the native's own continuation, it returns
+ * then(L, LUA_OK, then_ctx) with those values pushed instead. */
+int mh_store_group_wait(lua_State *L, mh_store_group *g, lua_KContext then_ctx, lua_KFunction then);
 /* Commits what is pending (waking its waiters), then lets go of the db;
  * g is freed once its libuv handle has closed. The one release point. */
 void mh_store_group_close(mh_store_group *g);

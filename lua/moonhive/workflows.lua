@@ -260,9 +260,10 @@ local function store_version(s, hash, path, source)
   return true
 end
 
-function _M.step(req, _, caller)
-  local s, err = run_backend(caller)
-  if not s then return nil, err end
+-- Journals step req of the caller's run through write (the store's put,
+-- or its write, which does not wait): the answer, nil, and what write
+-- left pending | nil, message.
+local function write_step(s, req, caller, write)
   if req.version ~= nil and (type(req.version) ~= "string" or not req.version:match("^%x+$")) then
     return nil, "workflow: a step's version must be a SHA-256 in hex"
   end
@@ -276,14 +277,30 @@ function _M.step(req, _, caller)
   -- store reads only the entry's fields from it)
   if type(req.started_at) ~= "number" then req.started_at = nil end
   req.seq = runs.step_seq(caller.run_id)
-  local status, e = s.journal.put(caller.run_id, req, lease.owner(), usage)
+  local status, e = write(caller.run_id, req, lease.owner(), usage)
   if not status then
     if e ~= "lease lost" then e = "workflow: cannot journal step " .. tostring(req.step) .. ": " .. e end
     return nil, write_error(caller.run_id, e)
   end
   if req.kind == "tool" and req.status ~= "started" then tally.tool_result(req.name, req.status == "ok") end
   local ok, lost = lease.renew(s, caller.run_id)
-  return { status = status, lost = not ok and lost or nil, draining = draining or nil }
+  return { status = status, lost = not ok and lost or nil, draining = draining or nil }, nil, e
+end
+
+function _M.step(req, _, caller)
+  local s, err = run_backend(caller)
+  if not s then return nil, err end
+  return write_step(s, req, caller, s.journal.put)
+end
+
+-- step answered at once (host/bridge.c: call_now), which the engine's
+-- steps try first: the answer, nil and the store's db whose commit the
+-- engine waits for; false when the store's calls may yield (store.sync).
+function _M.step_now(req, _, caller)
+  local s, err = run_backend(caller)
+  if not s then return nil, err end
+  if not s.sync then return false end
+  return write_step(s, req, caller, s.journal.write)
 end
 
 function _M.status(req, _, caller)
@@ -360,6 +377,17 @@ function _M.watch(_, _, caller)
   w.ev:wait()
   return { status = s.runs.status(id), lost = w.lost or lease.lost(id), draining = draining or nil }
 end
+
+-- begin and status answered at once (host/bridge.c: call_now) when the
+-- store's calls never yield (store.sync); else false: the ordinary call.
+local function at_once(entry)
+  return function(req, emit, caller)
+    local s = stores.backend()
+    if not (s and s.sync) then return false end
+    return entry(req, emit, caller)
+  end
+end
+_M.begin_now, _M.status_now = at_once(_M.begin), at_once(_M.status)
 
 function _M.take_signal(req, _, caller)
   local s, err = run_backend(caller)

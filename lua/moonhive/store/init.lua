@@ -9,6 +9,13 @@
 -- The contract every backend implements. Every function returns its value,
 -- or nil and a short message; none raises on a storage failure.
 --
+--   sync (a field): true when no call of the backend yields (SQLite, on the
+--       process's own connection). The engine's begin, step and status then
+--       run in bridge calls answered at once (host/bridge.c: call_now),
+--       without a run of their own, and a step waits for durability in the
+--       script, with journal.write. A backend that talks to a server (Redis)
+--       leaves it nil.
+--
 --   runs.create{kind=, name=, version=, input=, status=, owner=, lease_ms=} -> id
 --       a new run, status "running", or "pending": queued until a
 --       process claims it; ids sort by creation time; with owner, leased
@@ -72,6 +79,10 @@
 --       (runs.set to a final status), in the same commit either way. Durable before it returns (see the
 --       backend for exactly how durable); answers the run's status, so the
 --       engine notices a cancellation without asking again.
+--   journal.write(run_id, entry, owner, usage) -> the run's status, pending
+--       (sync backends) put's write without the wait: it returns before
+--       the entry is durable, with the store's db (`pending:committed()`
+--       waits for it)
 --   journal.load(run_id) -> {entry, ...} in the order they were written;
 --       each also has `at` (when it was written) and started_at (at when
 --       the step gave none)

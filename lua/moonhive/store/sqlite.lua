@@ -25,7 +25,9 @@ local runs = require "moonhive.runs"
 
 local new_id = runs.new_id -- the store's runs share the runs table with agent runs
 
-local _M = { runs = {}, journal = {}, versions = {}, signals = {} }
+-- sync: no call of this backend yields (SQLite on the process's own
+-- connection; a durable write waits for its commit only in put and take)
+local _M = { runs = {}, journal = {}, versions = {}, signals = {}, sync = true }
 
 local TERMINAL = { succeeded = true, failed = true, cancelled = true }
 local UNFINISHED = "('pending', 'running', 'waiting')"
@@ -266,7 +268,7 @@ local function put(d, run_id, en, usage)
   return true
 end
 
-function _M.journal.put(run_id, entry, owner, usage)
+function _M.journal.write(run_id, entry, owner, usage)
   local d, err = db()
   if not d then return nil, err end
   -- the lease fence and the run's status, then the entry; no savepoint
@@ -284,9 +286,15 @@ function _M.journal.put(run_id, entry, owner, usage)
     ok, perr = runs.add_to_totals(d, run_id, usage)
     if not ok then return nil, perr end
   end
-  local done, e = d:committed()
+  return row.status, d
+end
+
+function _M.journal.put(run_id, entry, owner, usage)
+  local status, pending = _M.journal.write(run_id, entry, owner, usage)
+  if not status then return nil, pending end
+  local done, e = pending:committed()
   if not done then return nil, e end
-  return row.status
+  return status
 end
 
 function _M.journal.load(run_id)
