@@ -478,6 +478,10 @@ static void request_without_stream(lua_State *L) {
   }
 }
 
+int mh_bridge_call_now(lua_State *L, const mh_bridge_spec *spec) {
+  return call_now(L, spec, mh_async_begin(L, spec->what));
+}
+
 int mh_bridge_call(lua_State *L, const mh_bridge_spec *spec) {
   const char *what = spec->what;
   luaL_checktype(L, 1, LUA_TTABLE);

@@ -23,4 +23,11 @@ typedef struct mh_bridge_spec {
  * Waits for the runtime, then returns its result, or nil and a message. */
 int mh_bridge_call(lua_State *L, const mh_bridge_spec *spec);
 
+/* [-0, +(0|1|2), v] Runs spec->now only, for a native that goes on with its
+ * answer itself: L holds the request at 1 and nil at 2. Returns the
+ * native's result count (the answer, or nil and a message), or -1 with
+ * nothing pushed when the runtime declined. An entry called this way must
+ * not answer a db to wait on (that wait would yield). */
+int mh_bridge_call_now(lua_State *L, const mh_bridge_spec *spec);
+
 #endif

@@ -39,6 +39,7 @@ typedef struct mh_host {
   char *secrets[MH_SECRET_COUNT];     /* provider API keys, read once from the environment; never in Lua */
   char data_dir[PATH_MAX];            /* $MOONHIVE_DATA or ./.moonhive */
   struct mh_launcher *launcher;       /* the service's runs (mod_launch.h), while `serve` runs */
+  struct mh_workflow_watch *watches;  /* scripts waiting for news of their workflow run (mod_workflows.c) */
   char project_dir[PATH_MAX];         /* $MOONHIVE_PROJECT or the working directory: agents/, tools/... */
 } mh_host;
 

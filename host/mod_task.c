@@ -224,7 +224,10 @@ static void push_task_mt(lua_State *L);
 static int start_task(lua_State *L, int detached) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   mh_run *parent = mh_run_current(L);
-  if (parent == NULL) return luaL_error(L, "task.spawn can only be called while a script runs");
+  /* a background run needs no parent: the runtime starts one from a bridge
+   * call answered at once too (the workflow watch loop) */
+  if (parent == NULL && !detached) return luaL_error(L, "task.spawn can only be called while a script runs");
+  mh_vm *vm = parent ? parent->vm : mh_vm_of(L);
   int n = lua_gettop(L);
   task **box = lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
@@ -235,12 +238,12 @@ static int start_task(lua_State *L, int detached) {
   t->results_ref = LUA_NOREF;
   t->holders = 1;
   *box = t;
-  lua_State *main = parent->vm->L;
+  lua_State *main = vm->L;
   luaL_checkstack(L, n, "too many arguments");
   if (!lua_checkstack(main, n + 8)) return luaL_error(L, "task.spawn: too many arguments");
   for (int i = 1; i <= n; i++) lua_pushvalue(L, i);
   lua_xmove(L, main, n);
-  mh_run *child = detached ? mh_run_start(parent->vm, n - 1, task_done, t)
+  mh_run *child = detached ? mh_run_start(vm, n - 1, task_done, t)
                            : mh_run_spawn(parent, n - 1, task_done, t);
   if (child == NULL) return luaL_error(L, "task.spawn: cannot start a task (memory limit)");
   t->run = child;

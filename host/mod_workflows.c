@@ -7,6 +7,7 @@
  *   workflows.step{step=, kind=, name=, status=, result=, error=, memory=} -> {status=}
  *   workflows.status{status=, output=, error=} -> {status=}
  *   workflows.watch{}              -> {status=, lost=} once the run is cancelled or taken over
+ *   workflows.wake(run_id)         -- runtime only: the watch loop has news of run_id
  *   workflows.take_signal{name=, step=, memory=} -> {found=, payload=, status=}
  *   workflows.in_step(id, attempt)  -- the model and tool calls this task (and the
  *   workflows.in_step()             -- tasks it spawns) makes from now on are recorded
@@ -22,12 +23,14 @@
 #include <lauxlib.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "bridge.h"
 #include "mod_runs.h"
 #include "scheduler.h"
+#include "vm.h"
 
 #define ENTRY(fn, bind, now) \
   static const mh_bridge_spec spec_##fn = {"moonhive.workflows", #fn, "workflows." #fn, bind, now}; \
@@ -39,8 +42,89 @@ ENTRY(attach, mh_runs_bind_record, NULL)
 ENTRY(unfinished, NULL, NULL)
 ENTRY(step, NULL, "step_now")
 ENTRY(status, NULL, "status_now")
-ENTRY(watch, NULL, NULL)
 ENTRY(take_signal, NULL, NULL)
+
+/* ---- the watch ----
+ *
+ * On a store whose calls never yield, a script's watch of its run waits in
+ * host memory, not in a run of the runtime: watch_now (answered at once)
+ * registers it with the runtime's watch loop, then the script waits on a
+ * watch_waiter in the host's list until the runtime calls
+ * workflows.wake(run id) (runtime only), and asks watch_news (at once) what
+ * the news is. Elsewhere the runtime's own watch entry waits, as a run. */
+
+static const mh_bridge_spec spec_watch = {"moonhive.workflows", "watch", "workflows.watch", NULL, "watch_now"};
+static const mh_bridge_spec spec_news = {"moonhive.workflows", "watch", "workflows.watch", NULL, "watch_news"};
+static const mh_bridge_spec spec_watch_run = {"moonhive.workflows", "watch", "workflows.watch", NULL, NULL};
+
+typedef struct mh_workflow_watch watch_waiter;
+struct mh_workflow_watch {
+  mh_op op;
+  mh_host *host;
+  watch_waiter *prev, *next;  /* host->watches */
+  char run_id[sizeof ((mh_run *)0)->record_id];
+};
+
+static void watch_release(mh_op *op) {
+  watch_waiter *w = (watch_waiter *)op;
+  mh_op_detach(op);
+  if (w->prev) w->prev->next = w->next;
+  else w->host->watches = w->next;
+  if (w->next) w->next->prev = w->prev;
+  free(w);
+}
+
+static const mh_op_type watch_type = {"workflows.watch", watch_release};
+
+/* [-0, +(1|2), v] woken: the runtime has news of the run. L: req nil */
+static int watch_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  watch_waiter *w = (watch_waiter *)ctx;
+  mh_op_resumed(L, &w->op); /* raises (after releasing w) if the watching task was cancelled meanwhile */
+  watch_release(&w->op);
+  int n = mh_bridge_call_now(L, &spec_news);
+  if (n >= 0) return n;
+  luaL_pushfail(L);
+  lua_pushliteral(L, "workflows.watch: the runtime has no news of this run");
+  return 2;
+}
+
+/* workflows.watch{} [-1, +(1|2), v] -> {status=, lost=, draining=} once the
+ * run is cancelled, taken over or finished, or the process drains */
+static int workflows_watch(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_pushnil(L);                                   /* req nil */
+  int n = mh_bridge_call_now(L, &spec_watch);
+  if (n < 0) {                                      /* a store that waits: the runtime's own watch entry */
+    lua_settop(L, 1);
+    return mh_bridge_call(L, &spec_watch_run);
+  }
+  if (n != 1 || lua_getfield(L, -1, "waiting") != LUA_TBOOLEAN) {
+    if (n == 1) lua_pop(L, 1);
+    return n;                                       /* a failure, or news already */
+  }
+  lua_pop(L, 2);                                    /* req nil */
+  mh_run *run = mh_async_begin(L, "workflows.watch");
+  watch_waiter *w = calloc(1, sizeof *w);
+  if (w == NULL) return luaL_error(L, "workflows.watch: out of memory");
+  w->host = run->vm->host;
+  memcpy(w->run_id, run->record_id, sizeof w->run_id);
+  w->next = w->host->watches;
+  if (w->next) w->next->prev = w;
+  w->host->watches = w;
+  mh_op_attach(run, &w->op, &watch_type);
+  return mh_op_wait(L, &w->op, (lua_KContext)w, watch_k);
+}
+
+/* workflows.wake(run_id) [-1, +0, v]: the runtime's watch loop has news of
+ * run_id (runtime only) */
+static int workflows_wake(lua_State *L) {
+  const char *id = luaL_checkstring(L, 1);
+  for (watch_waiter *w = mh_vm_of(L)->host->watches; w; w = w->next)
+    if (strcmp(w->run_id, id) == 0) mh_op_wake(&w->op);
+  return 0;
+}
 
 /* workflows.in_step([id, attempt]) [-(0|2), +0, v] */
 static int workflows_in_step(lua_State *L) {
@@ -74,5 +158,9 @@ int luaopen_mh_workflows(lua_State *L) {
     {"step", workflows_step}, {"status", workflows_status}, {"watch", workflows_watch},
     {"take_signal", workflows_take_signal}, {"in_step", workflows_in_step}, {NULL, NULL}};
   luaL_newlib(L, funcs);
+  if (mh_vm_of(L)->trusted) {
+    lua_pushcfunction(L, workflows_wake);
+    lua_setfield(L, -2, "wake");
+  }
   return 1;
 }

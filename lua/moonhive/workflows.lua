@@ -63,6 +63,7 @@ local runs = require "moonhive.runs"
 local lease = require "moonhive.lease"
 local tally = require "moonhive.tally"
 local watch_set = require "moonhive.watch_set"
+local host_workflows = require "workflows" -- wake: a script's watch waiting in host memory
 
 local _M = {}
 
@@ -70,6 +71,7 @@ local UNFINISHED = { pending = true, running = true, waiting = true }
 local grants = {} -- tokens of the `runs resume` commands of this process
 local stored = {} -- workflow versions this process has stored
 local watches = watch_set.new() -- the runs whose engine waits in watch{}, and which a look must read
+local woken = {} -- run id -> why its lease is lost, or false: news for watch_news (see wake)
 local SETTABLE = { running = true, waiting = true, succeeded = true, failed = true }
 local TERMINAL = { succeeded = true, failed = true }
 
@@ -312,6 +314,7 @@ function _M.status(req, _, caller)
   if not ok then return nil, write_error(caller.run_id, now) end
   if TERMINAL[req.status] then
     watches:unwatch(caller.run_id) -- its watch was cancelled by its engine
+    woken[caller.run_id] = nil
     lease.drop(caller.run_id)
     runs.close_all(caller.run_id)
   end
@@ -319,12 +322,17 @@ function _M.status(req, _, caller)
 end
 
 -- Wakes the watch of run id (if one waits; lost: why its lease is gone)
--- and forgets it.
+-- and forgets it: a watch entry's event, or the script's own wait in host
+-- memory (watch_now), which then asks watch_news.
 local function wake(id, lost)
   local w = watches:unwatch(id)
-  if w then
+  if not w then return end
+  if w.ev then
     w.lost = lost
     w.ev:set()
+  else
+    woken[id] = lost or false
+    host_workflows.wake(id)
   end
 end
 
@@ -364,18 +372,54 @@ local function watch_loop(s)
   looping = false
 end
 
+-- The answer of a woken watch of run id. A cancelled run is not renewed,
+-- so a renewal in the same look notes its lease lost too: cancelled wins.
+local function news_of(s, id, lost)
+  local status = s.runs.status(id)
+  lost = lost or lease.lost(id)
+  if status == "cancelled" then lost = nil end
+  return { status = status, lost = lost, draining = draining or nil }
+end
+
+local function start_watch_loop(s)
+  if not looping then
+    looping = true
+    task.background(watch_loop, s)
+  end
+end
+
 function _M.watch(_, _, caller)
   local s, err = run_backend(caller)
   if not s then return nil, err end
   local id = caller.run_id
   local w = watches:watch(id, { ev = task.event() })
   if draining then wake(id) end
-  if not looping then
-    looping = true
-    task.background(watch_loop, s)
-  end
+  start_watch_loop(s)
   w.ev:wait()
-  return { status = s.runs.status(id), lost = w.lost or lease.lost(id), draining = draining or nil }
+  return news_of(s, id, w.lost)
+end
+
+-- What watch_now's caller learns once woken (or at once, when draining).
+function _M.watch_news(_, _, caller)
+  local s, err = run_backend(caller)
+  if not s then return nil, err end
+  local id = caller.run_id
+  local lost = woken[id]
+  woken[id] = nil
+  return news_of(s, id, lost)
+end
+
+-- watch answered at once (host/mod_workflows.c), on a store whose calls
+-- never yield: the run is watched, and the script waits in host memory
+-- until wake calls workflows.wake; {waiting = true}, or the news now.
+function _M.watch_now(req, emit, caller)
+  local s, err = run_backend(caller)
+  if not s then return nil, err end
+  if not s.sync then return false end
+  if draining then return _M.watch_news(req, emit, caller) end
+  watches:watch(caller.run_id, {})
+  start_watch_loop(s)
+  return { waiting = true }
 end
 
 -- begin and status answered at once (host/bridge.c: call_now) when the

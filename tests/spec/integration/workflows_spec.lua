@@ -231,6 +231,22 @@ end}]])
     assert.equals("failed", show(id).status)
   end)
 
+  -- a sleeping run asks nothing of the store: only the process's watch loop
+  -- (every 250 ms) can notice another process's cancellation and wake it
+  it("cancels a sleeping run from another process: its watch wakes it", function()
+    local file = write_wf("cz", [[return workflow{name = "cz", run = function(wf) wf:sleep(60000) return "slept" end}]])
+    local p = start({ "run", file })
+    local id
+    H.wait_until(function() id = run_id_of(p.stderr()) return id ~= nil end, 10000)
+    assert.is_true(H.wait_until(function() return #(show(id).steps or {}) > 0 end, 10000)) -- in its sleep
+    assert.matches("cancelled", H.ok(moonhive({ "runs", "cancel", id })))
+    local res = p.wait(10000)
+    assert.is_nil(res.timed_out, "the sleeping run was not woken: " .. H.show(res))
+    assert.equals(1, res.code, H.show(res))
+    assert.matches("cancelled", res.stderr)
+    assert.equals("cancelled", show(id).status)
+  end)
+
   it("cancels a run: the process stops, resume leaves it alone; resume without an id", function()
     local file = write_wf("cx", [[return workflow{name = "cx", run = function(wf) wf:wait_signal("go") return "done" end}]])
     local p = start({ "run", file })
