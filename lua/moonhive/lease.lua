@@ -67,7 +67,12 @@ function _M.describe(h)
 end
 
 -- Notes that this process holds run id's lease (the store just gave it).
+-- The first lease held starts renew_all's clock: every lease held since
+-- expires a whole lease after it, so none is due for a third of one (a
+-- renewal at the first look renewed every run a thousand new runs had just
+-- leased).
 function _M.adopt(id)
+  if next(held) == nil then renewed_all = math.max(renewed_all, time.now()) end
   held[id] = time.now() + lease_ms / 1000
 end
 
