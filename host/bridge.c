@@ -509,7 +509,6 @@ int mh_bridge_call(lua_State *L, const mh_bridge_spec *spec) {
     lua_pushvalue(L, 1);                            /* req callback call req: nothing to leave out */
   }
 
-
   char err[512];
   /* From here on every failure lets go of anything pushed on R. */
   if (push_entry(vm->host, spec, spec->entry, spec, err, sizeof err) != 0) {

@@ -77,7 +77,10 @@ return function(H)
   end
 
   -- Starts FILE o.trials times with --input {"tag": TAG}, SIGKILLs each run
-  -- at a random instant of [0, o.max_ms] ms and resumes what was killed
+  -- at a random instant of [0, o.max_ms] ms (or of 1.25 x the time one
+  -- whole run takes here, when that is longer: a slow or loaded machine
+  -- would otherwise kill most trials before their run begins) and resumes
+  -- what was killed
   -- mid-way, checking: the output is o.output; each of o.keys (prompts "step
   -- KEY of TAG") that was journaled before the kill is never executed again
   -- (o.key_of(result) names the key of a journaled call), every other one
@@ -85,11 +88,15 @@ return function(H)
   -- trial. Returns how many trials killed a run mid-way.
   function W.kill_trials(file, o)
     math.randomseed(os.time())
-    local crashed = 0
+    local t0 = uv.hrtime()
+    local whole = W.moonhive({ "run", file, "--input", '{"tag": "whole"}' })
+    assert.equals(0, whole.code, H.show(whole))
+    local window = math.max(o.max_ms, math.floor((uv.hrtime() - t0) / 1e6 * 1.25))
+    local crashed, seen = 0, {}
     for trial = 1, o.trials do
       local tag = "t" .. trial .. "-" .. math.random(1e6)
       local p = W.start({ "run", file, "--input", ('{"tag": "%s"}'):format(tag) })
-      local delay = math.random(0, o.max_ms)
+      local delay = math.random(0, window)
       local timer = uv.new_timer()
       timer:start(delay, 0, function() p.kill() end)
       local res = p.wait()
@@ -102,6 +109,7 @@ return function(H)
         assert.same({}, before, "trial " .. trial)
       else
         local run = W.show(id)
+        seen[#seen + 1] = ("%d ms: %s"):format(delay, run.status)
         if run.status == "succeeded" then
           assert.same(o.output, run.output)
         else
@@ -129,7 +137,8 @@ return function(H)
         if o.check then o.check(total) end
       end
     end
-    return crashed
+    -- how the trials ended, for the caller's message when too few were mid-way
+    return crashed, ("window %d ms; %s"):format(window, table.concat(seen, ", "))
   end
 
   return W
