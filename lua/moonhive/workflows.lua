@@ -106,7 +106,9 @@ local function version_of(source)
   return v
 end
 
-function _M.begin(req)
+-- begin's work: the answer, nil and the store's pending db (the new run is
+-- durable once it has committed) | nil, message.
+local function begin_run(req)
   local s, err = backend("workflow")
   if not s then return nil, err end
   if type(req.workflow) ~= "string" or req.workflow == "" then return nil, "workflow: 'workflow' must be a name" end
@@ -117,16 +119,27 @@ function _M.begin(req)
   local ok, e = stored[version] or s.versions.put(version, req.path, req.source)
   if not ok then return nil, "workflow: cannot store its version: " .. e end
   stored[version] = true
-  local id
   local status = req.queue and "pending" or "running"
-  id, e = s.runs.create{ kind = "workflow", name = req.workflow, version = version, input = req.input, status = status,
-                         owner = not req.queue and lease.owner() or nil, lease_ms = ms }
-  if not id then return nil, "workflow: cannot create the run: " .. e end
+  local id, pending = s.runs.create{ kind = "workflow", name = req.workflow, version = version, input = req.input,
+                                     status = status, owner = not req.queue and lease.owner() or nil, lease_ms = ms }
+  if not id then return nil, "workflow: cannot create the run: " .. pending end
   if not req.queue then
     lease.adopt(id)
     watches:owned(id, change_counter(s)) -- its watch reads it only after a change
   end
-  return { id = id, version = version, started_at = time.now(), status = status }
+  return { id = id, version = version, started_at = time.now(), status = status }, nil, pending
+end
+
+-- A run is named to the script (which prints it, or hands it to an HTTP
+-- client) only once it is durable: a process killed just after would
+-- otherwise leave an id that names nothing.
+function _M.begin(req)
+  local res, err, pending = begin_run(req)
+  if res and pending then
+    local ok, e = pending:committed()
+    if not ok then return nil, "workflow: cannot create the run: " .. e end
+  end
+  return res, err
 end
 
 -- Makes run (unfinished) this process's to execute: a pending one is
@@ -431,7 +444,7 @@ local function at_once(entry)
     return entry(req, emit, caller)
   end
 end
-_M.begin_now, _M.status_now = at_once(_M.begin), at_once(_M.status)
+_M.begin_now, _M.status_now = at_once(begin_run), at_once(_M.status)
 
 function _M.take_signal(req, _, caller)
   local s, err = run_backend(caller)

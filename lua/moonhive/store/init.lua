@@ -12,14 +12,16 @@
 --   sync (a field): true when no call of the backend yields (SQLite, on the
 --       process's own connection). The engine's begin, step and status then
 --       run in bridge calls answered at once (host/bridge.c: call_now),
---       without a run of their own, and a step waits for durability in the
---       script, with journal.write. A backend that talks to a server (Redis)
+--       without a run of their own, and a new run and a step wait for
+--       durability in the script (runs.create's pending, journal.write). A backend that talks to a server (Redis)
 --       leaves it nil.
 --
---   runs.create{kind=, name=, version=, input=, status=, owner=, lease_ms=} -> id
+--   runs.create{kind=, name=, version=, input=, status=, owner=, lease_ms=} -> id, pending
 --       a new run, status "running", or "pending": queued until a
 --       process claims it; ids sort by creation time; with owner, leased
---       to it (see leases)
+--       to it (see leases). pending (sync backends): the db whose commit
+--       makes the run durable (`pending:committed()` waits), which the
+--       engine waits for before it names the run to anyone
 --   runs.get(id) -> run | nil, "no run 'ID'"
 --       run = {id, kind, name, version, status, input, output, error,
 --              started_at, finished_at}; a unique id prefix is enough

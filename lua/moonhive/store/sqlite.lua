@@ -81,7 +81,7 @@ function _M.runs.create(req)
     positions[id] = 0
     runs.created(id)
   end
-  return id
+  return id, d
 end
 
 function _M.runs.claim(req)
